@@ -1,0 +1,1 @@
+"""Twin: versions, building and updating a patient twin."""
