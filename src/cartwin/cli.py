@@ -1,0 +1,411 @@
+"""Command line of cartwin (Typer).
+
+Every command that shows results has ``--json`` for scripts. The store is
+chosen with ``--store PATH`` or the ``CARTWIN_STORE`` environment variable. A
+patient is named by its source id (hashed with the pseudonymisation key on the
+way in) or by its pseudonym. Only this module configures logging and prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cartwin import __version__
+from cartwin.errors import CartwinError
+
+app = typer.Typer(
+    help="Virtual twins of patients receiving CAR T-cell therapy.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+twin_app = typer.Typer(help="Calibrate and inspect patient twins.", no_args_is_help=True)
+app.add_typer(twin_app, name="twin")
+
+console = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+StoreOption = typer.Option(
+    None,
+    "--store",
+    envvar="CARTWIN_STORE",
+    help="Twin store (DuckDB file). Default: $CARTWIN_STORE or ./cartwin.duckdb.",
+)
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def _configure() -> None:
+    logging.basicConfig(
+        level=os.environ.get("CARTWIN_LOG_LEVEL", "WARNING"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    from cartwin._jax import configure_jax
+
+    configure_jax()
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    raise typer.Exit(code=2)
+
+
+def _emit_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str), highlight=False)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+def _as_dict(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    return obj
+
+
+# -- import -------------------------------------------------------------------
+@app.command("import")
+def import_cmd(
+    files: list[Path] = typer.Argument(..., help="FHIR Bundle/resource/NDJSON files."),
+    store: Optional[Path] = StoreOption,
+    site_utc_offset: Optional[int] = typer.Option(
+        None,
+        "--site-utc-offset",
+        help="UTC offset of the site in minutes, used for timestamps without zone.",
+    ),
+    codes: Optional[Path] = typer.Option(
+        None, "--codes", help="Extra code-mapping CSV (same columns as codes.csv)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import FHIR R4 data into the store (each file is one transaction)."""
+    _configure()
+    from cartwin.record.pseudonym import load_key
+
+    try:
+        key = load_key()
+        results = _import_files(files, store, key, site_utc_offset, codes)
+    except CartwinError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json(results)
+        return
+    for item in results:
+        _print_import(item)
+
+
+def _import_files(files, store_path, key, site_offset, codes) -> list[dict[str, Any]]:
+    from cartwin.io.fhir import import_fhir
+    from cartwin.store import open_store
+
+    results = []
+    with open_store(store_path) as store, _progress() as progress:
+        task = progress.add_task("importing", total=len(files))
+        for path in files:
+            parsed = import_fhir(
+                path, key=key, site_utc_offset_min=site_offset, extra_codes=codes
+            )
+            summary = store.import_records(
+                parsed.records,
+                source_name=parsed.source_name,
+                source_sha256=parsed.source_sha256,
+                report=parsed.report.to_dict(),
+            )
+            results.append(
+                {
+                    "file": str(path),
+                    "patients": [r.facts.pseudonym for r in parsed.records],
+                    "store": _as_dict(summary),
+                    "report": parsed.report.to_dict(),
+                }
+            )
+            progress.advance(task)
+    return results
+
+
+def _print_import(item: dict[str, Any]) -> None:
+    store = item["store"]
+    out.print(f"[bold]{item['file']}[/]: patients {', '.join(item['patients'])}")
+    table = Table("stored", "count")
+    for key, value in store.items():
+        if isinstance(value, (int, bool, str)):
+            table.add_row(key, str(value))
+    out.print(table)
+    unused = item["report"].get("unrecognised_codes") or item["report"].get("unused")
+    if unused:
+        out.print(f"codes not used: {_count(unused)} (see --json for the list)")
+
+
+def _count(unused: Any) -> int:
+    if isinstance(unused, dict):
+        return sum(v if isinstance(v, int) else 1 for v in unused.values())
+    return len(unused)
+
+
+# -- twin ---------------------------------------------------------------------
+@twin_app.command("update")
+def twin_update(
+    patients: list[str] = typer.Argument(None, help="Source ids or pseudonyms."),
+    all_patients: bool = typer.Option(False, "--all", help="Update every patient."),
+    store: Optional[Path] = StoreOption,
+    seed: int = typer.Option(20240101, help="Seed of the forecast draws."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Calibrate the twin of each patient on all its data; store a new version."""
+    _configure()
+    try:
+        versions = _update(patients or [], all_patients, store, seed)
+    except CartwinError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json([_version_summary(v) for v in versions])
+        return
+    for version in versions:
+        _print_version(version)
+
+
+def _update(names, all_patients, store_path, seed):
+    from cartwin.store import open_store
+    from cartwin.twin.build import TwinSettings, build_twin
+
+    settings = TwinSettings(seed=seed)
+    versions = []
+    with open_store(store_path) as store:
+        pseudonyms = _resolve_many(store, names, all_patients)
+        with _progress() as progress:
+            task = progress.add_task("calibrating", total=len(pseudonyms))
+            for pseudonym in pseudonyms:
+                record = store.load_record(pseudonym)
+                parent = store.latest_twin_version(pseudonym)
+                version = build_twin(record, settings=settings, parent=parent)
+                store.save_twin_version(version)
+                versions.append(version)
+                progress.advance(task)
+    return versions
+
+
+def _resolve_many(store, names, all_patients) -> list[str]:
+    from cartwin.errors import DataError
+
+    if all_patients:
+        return [p.pseudonym for p in store.persons()]
+    if not names:
+        raise DataError("name at least one patient, or use --all")
+    key = _optional_key()
+    return [store.resolve_patient(name, key) for name in names]
+
+
+def _optional_key() -> bytes | None:
+    from cartwin.record.pseudonym import KeyMissingError, load_key
+
+    try:
+        return load_key()
+    except KeyMissingError:
+        return None
+
+
+@twin_app.command("show")
+def twin_show(
+    patient: str = typer.Argument(..., help="Source id or pseudonym."),
+    store: Optional[Path] = StoreOption,
+    history: bool = typer.Option(False, "--history", help="List every version."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show the latest twin version of a patient: scores, grades, forecast."""
+    _configure()
+    from cartwin.errors import StoreError
+    from cartwin.store import open_store
+
+    try:
+        with open_store(store) as db:
+            pseudonym = db.resolve_patient(patient, _optional_key())
+            versions = db.twin_versions(pseudonym)
+    except CartwinError as exc:
+        _fail(exc)
+    if not versions:
+        _fail(StoreError(f"patient {pseudonym} has no twin yet: run `cartwin twin update {pseudonym}`"))
+    if as_json:
+        data = _version_summary(versions[-1])
+        if history:
+            data["history"] = [_version_header(v) for v in versions]
+        _emit_json(data)
+        return
+    _print_version(versions[-1])
+    if history:
+        table = Table("version", "created", "data hash", "parent")
+        for v in versions:
+            table.add_row(v.version_id, v.created_at.isoformat(), v.data_hash[:12], v.parent_id or "")
+        out.print(table)
+
+
+def _version_header(version) -> dict[str, Any]:
+    return {
+        "version_id": version.version_id,
+        "pseudonym": version.pseudonym,
+        "created_at": version.created_at.isoformat(),
+        "data_hash": version.data_hash,
+        "model": f"{version.model_name} {version.model_version}",
+        "package_version": version.package_version,
+        "parent_id": version.parent_id,
+    }
+
+
+def _version_summary(version) -> dict[str, Any]:
+    outputs = version.outputs
+    kinetics = {k: v for k, v in outputs.get("kinetics", {}).items()
+                if k not in ("t_days", "median", "lower", "upper")}
+    return {
+        **_version_header(version),
+        "settings": version.settings,
+        "kinetics": kinetics,
+        "scores": outputs.get("scores", []),
+        "crs_max_grade": outputs.get("crs", {}).get("max_grade"),
+        "icans_max_grade": outputs.get("icans", {}).get("max_grade"),
+        "crs_daily_max": outputs.get("crs", {}).get("daily_max", []),
+        "journey": outputs.get("journey", []),
+    }
+
+
+def _print_version(version) -> None:
+    data = _version_summary(version)
+    out.print(
+        f"[bold]patient {data['pseudonym']}[/] twin version {data['version_id']} "
+        f"({data['model']}, cartwin {data['package_version']})"
+    )
+    kin = data["kinetics"]
+    if kin.get("status") == "unavailable" or "derived" not in kin:
+        out.print(f"CAR T kinetics: {kin.get('status')} - {kin.get('reason', '')}")
+    else:
+        table = Table(f"CAR T kinetics ({kin['quantity']}, fit {kin['status']})",
+                      "median", f"{int(kin.get('interval', 0.9) * 100)}% interval", "unit")
+        for name, item in kin["derived"].items():
+            table.add_row(name, f"{item['median']:.4g}",
+                          f"{item['lower']:.4g} - {item['upper']:.4g}", item["unit"])
+        out.print(table)
+    table = Table("score", "value", "category", "note")
+    for score in data["scores"]:
+        value = "missing" if score["value"] is None else f"{score['value']:.3g}"
+        table.add_row(score["name"], value, score.get("category") or "", score.get("message", ""))
+    out.print(table)
+    out.print(f"CRS max grade: {data['crs_max_grade']}   ICANS max grade: {data['icans_max_grade']}")
+
+
+# -- report -------------------------------------------------------------------
+@app.command("report")
+def report_cmd(
+    patient: str = typer.Argument(..., help="Source id or pseudonym."),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write."),
+    store: Optional[Path] = StoreOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Write the standalone HTML report of a patient's latest twin version."""
+    _configure()
+    try:
+        result = _write_report(patient, output, store)
+    except CartwinError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json(result)
+    else:
+        out.print(f"report written to {output}")
+
+
+def _write_report(patient: str, output: Path, store_path) -> dict[str, Any]:
+    from cartwin.errors import StoreError
+    from cartwin.report import render_report
+    from cartwin.store import open_store
+
+    with open_store(store_path) as db:
+        pseudonym = db.resolve_patient(patient, _optional_key())
+        version = db.latest_twin_version(pseudonym)
+        if version is None:
+            raise StoreError(
+                f"patient {pseudonym} has no twin yet: run `cartwin twin update {pseudonym}`"
+            )
+        record = db.load_record(pseudonym)
+    html = render_report(record, version)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(output.suffix + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(output)
+    return {"report": str(output), **_version_summary(version)}
+
+
+# -- patients -----------------------------------------------------------------
+@app.command("patients")
+def patients_cmd(store: Optional[Path] = StoreOption, as_json: bool = JsonOption) -> None:
+    """List the patients in the store (pseudonyms only)."""
+    _configure()
+    from cartwin.store import open_store
+
+    try:
+        with open_store(store) as db:
+            persons = [_as_dict(p) for p in db.persons()]
+    except CartwinError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json(persons)
+        return
+    if not persons:
+        out.print("no patients in the store")
+        return
+    table = Table(*persons[0].keys())
+    for person in persons:
+        table.add_row(*(str(v) for v in person.values()))
+    out.print(table)
+
+
+# -- demo ---------------------------------------------------------------------
+@app.command("demo")
+def demo_cmd(
+    outdir: Path = typer.Option(Path("cartwin-demo"), "-o", "--outdir", help="Folder for the demo store and report."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import the bundled synthetic patient, build its twin, write its report."""
+    _configure()
+    from cartwin.demo import run_demo
+
+    try:
+        result = run_demo(outdir, progress=None if as_json else console)
+    except CartwinError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json(result)
+        return
+    out.print(f"demo store:  {result['store']}")
+    out.print(f"demo report: {result['report']}")
+    out.print(f"patient pseudonym: {result['pseudonym']}  twin version: {result['version_id']}")
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    """cartwin command line."""
+    if version:
+        out.print(__version__)
+        raise typer.Exit()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
