@@ -1,0 +1,47 @@
+"""The set of scores a patient report shows before and around infusion."""
+
+from __future__ import annotations
+
+from cartwin.record.model import PatientRecord
+from cartwin.scores import _search
+from cartwin.scores._result import ScoreResult
+from cartwin.scores.easix import VARIANTS, easix_from_record
+from cartwin.scores.hematotox import hematotox_from_record
+
+#: Study days after infusion at which m-EASIX is also shown (Pennisi 2021).
+M_EASIX_DAYS = (0, 3)
+
+
+def baseline_scores(record: PatientRecord) -> list[ScoreResult]:
+    """Scores for the report: pre-lymphodepletion, then m-EASIX on day 0 and +3.
+
+    Always returns CAR-HEMATOTOX, EASIX and m-EASIX at the pre-lymphodepletion
+    time point (with ``value=None`` and a message when inputs are missing).
+    m-EASIX on study day 0 and day +3 is added only when the record has an
+    infusion and at least one m-EASIX input (LDH, CRP, platelets) on that day,
+    so a report does not list empty later time points.
+
+    Parameters
+    ----------
+    record : PatientRecord
+        The patient.
+
+    Returns
+    -------
+    list of ScoreResult
+        In the order above; see :func:`hematotox_from_record` and
+        :func:`easix_from_record` for the window rules.
+    """
+    results = [
+        hematotox_from_record(record),
+        easix_from_record(record, "EASIX"),
+        easix_from_record(record, "m-EASIX"),
+    ]
+    if record.infusion_time is None:
+        return results
+    for day in M_EASIX_DAYS:
+        window = _search.study_day_window(record, day, day)
+        found, _ = _search.latest_inputs(record, VARIANTS["m-EASIX"], window)
+        if found:
+            results.append(easix_from_record(record, "m-EASIX", day_window=(day, day)))
+    return results
