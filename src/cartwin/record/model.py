@@ -102,8 +102,10 @@ class Event:
     dose_unit : str
         UCUM unit of ``dose`` (``"mg"``, ``"mg/m2"``, ``"{cells}"``, ``"L/min"``).
     detail : str
-        Extra qualifier: oxygen device (``"low_flow"``, ``"high_flow"``,
-        ``"facemask"``, ``"cpap"``, ``"mechanical"``), consciousness level, ...
+        Extra qualifier from the code map's ``kind:detail`` target: oxygen
+        support level (``"low_flow"``, ``"high_flow"``, ``"positive_pressure"``,
+        the ASTCT hypoxia tiers), ``"vasopressin"`` for vasopressors,
+        consciousness level, seizure type, ``"requested"`` for orders.
     source_code : str
         ``system|code`` of the source coding.
     source_id : str
