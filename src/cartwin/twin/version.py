@@ -25,8 +25,9 @@ OUTPUT_KEYS = {
     "(cmax, tmax, auc0_28 each with median/lower/upper/unit), parameters",
     "scores": "list of score results (name, value, category, inputs, missing, "
     "window, reference)",
-    "crs": "ASTCT CRS grade timeline (time, study_day, grade, reasons) and max grade",
-    "icans": "ASTCT ICANS grade timeline and max grade",
+    "crs": "ASTCT CRS grade timeline: points (time, study_day, grade, driver, "
+    "reasons), daily_max, max_grade, message, notes",
+    "icans": "ASTCT ICANS grade timeline, same shape as crs",
     "journey": "patient journey phases with start/end instants and study days",
 }
 

@@ -1,0 +1,586 @@
+"""Standalone HTML report of one twin version.
+
+:func:`render_report` turns a :class:`~cartwin.record.model.PatientRecord` and a
+:class:`~cartwin.twin.version.TwinVersion` into one HTML document that opens
+without network access: CSS is inline, plots are inline SVG, no script, font or
+image is loaded from anywhere. All text goes through Jinja2 autoescaping.
+
+The report reads **only** ``version.outputs`` (keys in
+:data:`cartwin.twin.version.OUTPUT_KEYS`) and the version's provenance fields,
+plus the record for raw observations and events. No direct identifier is
+shown: the patient appears by pseudonym only. Any output key may be missing or
+malformed; its section then says "not available" and why, and the rest of the
+report is still rendered (the failure is logged as a warning).
+
+The same record and version give the same HTML bytes: nothing in the report
+depends on the clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import jinja2
+from markupsafe import Markup
+
+from cartwin.errors import CartwinError
+from cartwin.record.model import Event, PatientRecord
+from cartwin.record.units import canonical_unit, to_canonical
+from cartwin.report import plots
+from cartwin.report.plots import GradePlot, KineticsPlot, Panel, TimeAxis
+from cartwin.twin.version import TwinVersion
+
+logger = logging.getLogger(__name__)
+
+#: Lab quantities drawn as small multiples, with their titles.
+LAB_PANELS = (
+    ("crp", "CRP"),
+    ("ferritin", "Ferritin"),
+    ("ldh", "LDH"),
+    ("platelets", "Platelets"),
+    ("anc", "ANC (neutrophils)"),
+    ("hemoglobin", "Haemoglobin"),
+    ("creatinine", "Creatinine"),
+)
+#: Labs spanning orders of magnitude, drawn on a log axis.
+LOG_LABS = frozenset({"crp", "ferritin"})
+#: Event kinds marked on each grade plot.
+GRADE_EVENTS = {
+    "crs": ("tocilizumab", "corticosteroid", "oxygen", "vasopressor", "icu"),
+    "icans": ("corticosteroid", "seizure", "cerebral_edema", "motor_weakness",
+              "consciousness", "icu"),
+}
+DERIVED_LABELS = {"cmax": "Cmax", "tmax": "Tmax", "auc0_28": "AUC0–28"}
+FEVER_CELSIUS = 38.0
+_SECTION_ERRORS = (
+    KeyError, TypeError, ValueError, IndexError, AttributeError, CartwinError,
+)
+
+
+def render_report(record: PatientRecord, version: TwinVersion) -> str:
+    """Render the standalone HTML report of one twin version.
+
+    Parameters
+    ----------
+    record : PatientRecord
+        The patient's data (observations and events are plotted from it).
+    version : TwinVersion
+        The twin version; only ``outputs`` and provenance fields are read.
+
+    Returns
+    -------
+    str
+        A complete HTML5 document with inline CSS and inline SVG plots.
+    """
+    return _template().render(**build_context(record, version))
+
+
+def write_report(record: PatientRecord, version: TwinVersion, path: str | Path) -> Path:
+    """Render the report and write it to ``path`` (UTF-8); return the path."""
+    path = Path(path)
+    path.write_text(render_report(record, version), encoding="utf-8")
+    return path
+
+
+def build_context(record: PatientRecord, version: TwinVersion) -> dict[str, Any]:
+    """Template context: one dict per section, each with ``available``/``reason``."""
+    outputs = version.outputs if isinstance(version.outputs, dict) else {}
+    axis = TimeAxis.of(record)
+    return {
+        "header": _header(record, version),
+        "facts": _section(_facts, record, axis),
+        "journey": _section(_journey, outputs, axis),
+        "kinetics": _section(_kinetics, record, outputs),
+        "scores": _section(_scores, outputs, axis),
+        "labs": _section(_labs, record, outputs, axis),
+        "crs": _section(_grading, record, outputs, axis, "crs"),
+        "icans": _section(_grading, record, outputs, axis, "icans"),
+        "provenance": _section(_provenance, version),
+    }
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("cartwin.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html")
+
+
+def _section(builder: Callable[..., dict], *args: Any) -> dict[str, Any]:
+    """Run a section builder; a malformed input makes the section unavailable."""
+    try:
+        data = builder(*args)
+    except _Unavailable as exc:
+        return _unavailable(str(exc))
+    except _SECTION_ERRORS as exc:
+        logger.warning("report section %s not rendered: %r", builder.__name__, exc)
+        return _unavailable(f"could not be shown ({type(exc).__name__}: {exc})")
+    return {"available": True, "reason": "", **data}
+
+
+def _unavailable(reason: str) -> dict[str, Any]:
+    return {"available": False, "reason": reason}
+
+
+class _Unavailable(ValueError):
+    """Raised by a section builder whose input is absent; the text is the reason."""
+
+
+def _require(outputs: dict, key: str) -> Any:
+    if key not in outputs or outputs[key] is None:
+        raise _Unavailable(f"the twin version has no {key!r} output")
+    return outputs[key]
+
+
+# -- formatting ----------------------------------------------------------------
+def fmt_number(value: Any) -> str:
+    """Number as a clinician reads it: 3 significant digits, thousands grouped."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "–" if value is None else str(value)
+    if not math.isfinite(value):
+        return "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+#: Display names of coding systems (``system|code`` texts are shortened).
+CODE_SYSTEMS = {
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://hl7.org/fhir/sid/icd-10": "ICD-10",
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://loinc.org": "LOINC",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "https://cartwin.org/fhir/CodeSystem/local": "local",
+}
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def fmt_code(text: str) -> str:
+    """``system|code`` with a known system shown by name: ``ICD-10-CM C83.30``."""
+    system, bar, code = text.rpartition("|")
+    if not bar:
+        return text
+    return f"{CODE_SYSTEMS.get(system, system)} {code}"
+
+
+def fmt_scientific(value: float) -> str:
+    """``1.56 × 10⁸`` for large or small numbers, :func:`fmt_number` otherwise."""
+    if value == 0 or not math.isfinite(value) or 1e-3 <= abs(value) < 1e6:
+        return fmt_number(value)
+    exponent = math.floor(math.log10(abs(value)))
+    mantissa = value / 10.0**exponent
+    return f"{mantissa:.3g} × 10{str(exponent).translate(_SUPERSCRIPT)}"
+
+
+def fmt_unit(unit: Any) -> str:
+    """UCUM code for display: ``{cells}`` -> ``cells``, ``10*9/L`` -> ``10^9/L``."""
+    text = "" if unit is None else str(unit)
+    return text.replace("{", "").replace("}", "").replace("10*", "10^")
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """ISO 8601 text (or a datetime) to an aware datetime; naive means UTC."""
+    if value is None or value == "":
+        return None
+    when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def fmt_time(value: Any, offset: dt.timedelta) -> str:
+    """Site-local ``YYYY-MM-DD HH:MM`` of an instant, ``–`` when absent."""
+    when = parse_time(value)
+    if when is None:
+        return "–"
+    return when.astimezone(dt.timezone(offset)).strftime("%Y-%m-%d %H:%M")
+
+
+def fmt_interval(lower: Any, upper: Any) -> str:
+    """``lower – upper`` or ``–``."""
+    if lower is None and upper is None:
+        return "–"
+    return f"{fmt_number(lower)} – {fmt_number(upper)}"
+
+
+def _fmt_days(start: Any, end: Any) -> str:
+    if start is None and end is None:
+        return "–"
+    if start == end or end is None:
+        return f"{start}"
+    return f"{start} to {end}"
+
+
+def _day_range(axis: TimeAxis, days: tuple[int, int] | None) -> tuple | None:
+    """x limits covering whole study days ``days[0]`` to ``days[1]``."""
+    if days is None or not axis.relative:
+        return None
+    return axis.day_start(days[0]), axis.day_start(days[1] + 1)
+
+
+def _x_of(axis: TimeAxis, time: Any, study_day: Any) -> Any:
+    """Plot position from an instant, else from a study day (its midnight)."""
+    when = parse_time(time)
+    if when is not None:
+        return axis.x(when)
+    if isinstance(study_day, (int, float)) and axis.relative:
+        return axis.day_start(study_day)
+    return None
+
+
+# -- sections ------------------------------------------------------------------
+def _header(record: PatientRecord, version: TwinVersion) -> dict[str, Any]:
+    pseudonym = record.facts.pseudonym
+    return {
+        "pseudonym": pseudonym,
+        "version_id": version.version_id,
+        "created_at": version.created_at.isoformat(),
+        "mismatch": version.pseudonym != pseudonym,
+        "version_pseudonym": version.pseudonym,
+    }
+
+
+def _facts(record: PatientRecord, axis: TimeAxis) -> dict[str, Any]:
+    facts, infusion = record.facts, record.infusion
+    diagnosis = facts.diagnosis or "not recorded"
+    if facts.diagnosis_code:
+        diagnosis += f" ({fmt_code(facts.diagnosis_code)})"
+    rows = [
+        ("Pseudonym", facts.pseudonym),
+        ("Age", f"{facts.age_years} years" if facts.age_years is not None
+         else "not recorded"),
+        ("Sex", facts.sex or "not recorded"),
+        ("Diagnosis", diagnosis),
+        ("Disease group", facts.disease or "not recorded"),
+        ("CAR T product", facts.product or (infusion.name if infusion else "")
+         or "not recorded"),
+        ("Infusion (day 0)", fmt_time(infusion.start, axis.offset) if infusion
+         else "no infusion recorded"),
+        ("Dose", _fmt_dose(infusion)),
+        ("Site time", plots.format_offset(axis.offset)),
+    ]
+    return {"rows": rows}
+
+
+def _fmt_dose(event: Event | None) -> str:
+    if event is None or event.dose is None:
+        return "not recorded"
+    return f"{fmt_scientific(event.dose)} {fmt_unit(event.dose_unit)}".strip()
+
+
+def _journey(outputs: dict, axis: TimeAxis) -> dict[str, Any]:
+    phases = _require(outputs, "journey")
+    if not phases:
+        raise _Unavailable("no journey phase was found in the record")
+    rows, bars = [], []
+    for phase in phases:
+        rows.append({
+            "phase": phase["phase"],
+            "start": fmt_time(phase.get("start"), axis.offset),
+            "end": fmt_time(phase.get("end"), axis.offset),
+            "days": _fmt_days(phase.get("study_day_start"), phase.get("study_day_end")),
+        })
+        start = _x_of(axis, phase.get("start"), phase.get("study_day_start"))
+        end = _x_of(axis, phase.get("end"), phase.get("study_day_end"))
+        bars.append((str(phase["phase"]), start, end))
+    plot = plots.plot_journey(bars, axis)
+    return {"rows": rows, "plot": Markup(plot) if plot else None,
+            "offset": plots.format_offset(axis.offset)}
+
+
+def _kinetics(record: PatientRecord, outputs: dict) -> dict[str, Any]:
+    kinetics = _require(outputs, "kinetics")
+    quantity = kinetics.get("quantity") or "cart_flow"
+    unit = kinetics.get("unit") or canonical_unit(quantity)
+    derived = kinetics.get("derived") or {}
+    data = KineticsPlot(
+        unit=fmt_unit(unit),
+        **_observed(record, quantity),
+        t_grid=kinetics.get("t_days") or (),
+        median=kinetics.get("median") or (),
+        lower=kinetics.get("lower") or (),
+        upper=kinetics.get("upper") or (),
+        interval=kinetics.get("interval"),
+        cmax=_cmax_point(derived),
+    )
+    plot = plots.plot_kinetics(data, "days since CAR T infusion")
+    interval = kinetics.get("interval")
+    return {
+        "status": kinetics.get("status") or "unknown",
+        "message": kinetics.get("reason") or "",
+        "quantity": quantity,
+        "unit": fmt_unit(unit),
+        "n_obs": fmt_number(kinetics.get("n_obs")),
+        "n_censored": fmt_number(kinetics.get("n_censored")),
+        "interval": f"{interval * 100:.0f} %" if interval else "–",
+        "derived": _stat_rows(derived, DERIVED_LABELS),
+        "parameters": _stat_rows(kinetics.get("parameters") or {}, {}),
+        "plot": Markup(plot) if plot else None,
+        "plot_note": "" if plot else _no_kinetics_plot(record),
+    }
+
+
+def _observed(record: PatientRecord, quantity: str) -> dict[str, list]:
+    if record.infusion_time is None:
+        return {}
+    series = record.series(quantity)
+    return {"t_obs": series.t_days.tolist(), "y_obs": series.values.tolist(),
+            "censored": series.below_lloq.tolist()}
+
+
+def _no_kinetics_plot(record: PatientRecord) -> str:
+    if record.infusion_time is None:
+        return "no plot: the record has no infusion, so no days since infusion"
+    return "no plot: no CAR T observation and no forecast"
+
+
+def _cmax_point(derived: dict) -> tuple[float, float] | None:
+    cmax = (derived.get("cmax") or {}).get("median")
+    tmax = (derived.get("tmax") or {}).get("median")
+    if isinstance(cmax, (int, float)) and isinstance(tmax, (int, float)):
+        return float(tmax), float(cmax)
+    return None
+
+
+def _stat_rows(stats: dict, labels: dict[str, str]) -> list[dict[str, str]]:
+    rows = []
+    for name, stat in stats.items():
+        stat = stat if isinstance(stat, dict) else {"median": stat}
+        rows.append({
+            "name": labels.get(name, name),
+            "map": fmt_number(stat.get("map")),
+            "median": fmt_number(stat.get("median")),
+            "interval": fmt_interval(stat.get("lower"), stat.get("upper")),
+            "unit": fmt_unit(stat.get("unit")),
+        })
+    return rows
+
+
+def _scores(outputs: dict, axis: TimeAxis) -> dict[str, Any]:
+    scores = _require(outputs, "scores")
+    if not scores:
+        raise _Unavailable("no score was computed for this twin version")
+    rows = []
+    for score in scores:
+        window = score.get("window")
+        rows.append({
+            "name": score["name"],
+            "value": fmt_number(score.get("value")),
+            "category": score.get("category") or "–",
+            "timepoint": score.get("timepoint") or "",
+            "window": f"days {window[0]} to {window[1]}" if window else "–",
+            "reference": score.get("reference") or "",
+            "message": score.get("message") or "",
+            "missing": ", ".join(str(m) for m in score.get("missing") or ()),
+            "inputs": [_input_row(item, axis) for item in score.get("inputs") or ()],
+        })
+    return {"rows": rows, "offset": plots.format_offset(axis.offset)}
+
+
+def _input_row(item: dict, axis: TimeAxis) -> dict[str, str]:
+    prefix = {"below": "< ", "above": "> "}.get(item.get("censored") or "", "")
+    return {
+        "name": item["name"],
+        "value": prefix + fmt_number(item.get("value")),
+        "unit": fmt_unit(item.get("unit")),
+        "time": fmt_time(item.get("time"), axis.offset),
+        "study_day": fmt_number(item.get("study_day")),
+        "source_id": item.get("source_id") or "",
+    }
+
+
+def _labs(record: PatientRecord, outputs: dict, axis: TimeAxis) -> dict[str, Any]:
+    if not any(record.observations_of(q) for q, _ in LAB_PANELS):
+        names = ", ".join(title for _, title in LAB_PANELS)
+        raise _Unavailable(f"the record holds no {names} values")
+    marks = _score_marks(outputs.get("scores"), axis)
+    panels = []
+    for quantity, title in LAB_PANELS:
+        rows = record.observations_of(quantity)
+        panels.append(Panel(
+            title=title, unit=fmt_unit(canonical_unit(quantity)),
+            x=[axis.x(o.time) for o in rows], y=[o.value for o in rows],
+            marks=marks.get(quantity, ()), log=quantity in LOG_LABS))
+    plot = plots.plot_panels(panels, axis, prefix="labs")
+    return {"plot": Markup(plot), "marked": bool(marks)}
+
+
+def _score_marks(scores: Any, axis: TimeAxis) -> dict[str, list[tuple]]:
+    """Score inputs to annotate on lab panels: quantity -> [(x, y, label)]."""
+    labels: dict[tuple, list[str]] = {}
+    for score in scores if isinstance(scores, list) else ():
+        text = f"{score.get('name')} = {fmt_number(score.get('value'))}"
+        for item in score.get("inputs") or ():
+            quantity = item.get("name")
+            x = _x_of(axis, item.get("time"), item.get("study_day"))
+            if quantity not in dict(LAB_PANELS) or x is None:
+                continue
+            key = (quantity, x, _input_value(item, quantity))
+            labels.setdefault(key, []).append(text)
+    marks: dict[str, list[tuple]] = {}
+    for (quantity, x, y), texts in labels.items():
+        marks.setdefault(quantity, []).append((x, y, "; ".join(dict.fromkeys(texts))))
+    return marks
+
+
+def _input_value(item: dict, quantity: str) -> float | None:
+    value = item.get("value")
+    if not isinstance(value, (int, float)):
+        return None
+    try:
+        return to_canonical(value, item.get("unit") or "", quantity)
+    except CartwinError:
+        return None  # drawn as a vertical line at the input's time
+
+
+def _grading(
+    record: PatientRecord, outputs: dict, axis: TimeAxis, key: str
+) -> dict[str, Any]:
+    grading = _require(outputs, key)
+    # "timeline" is the documented key; "points" is accepted as its alias.
+    timeline = grading.get("timeline") or grading.get("points") or []
+    daily = grading.get("daily_max") or []
+    if not timeline and not daily:
+        reason = grading.get("message") or "no grading instant (no infusion or no data)"
+        raise _Unavailable(str(reason))
+    steps = [(_x_of(axis, p.get("time"), p.get("study_day")), p["grade"])
+             for p in timeline]
+    window = _grade_window(timeline, daily) if axis.relative else None
+    data = GradePlot(
+        title=f"{key.upper()} grade (ASTCT 2019)",
+        steps=[(x, g) for x, g in steps if x is not None],
+        daily=[(axis.day_start(d["study_day"]), d["grade"]) for d in daily]
+        if axis.relative else [],
+        events=_event_marks(record, axis, GRADE_EVENTS[key]),
+        aux=_aux_panel(record, axis, key),
+        xlim=_day_range(axis, window),
+    )
+    plot = plots.plot_grade(data, axis, key)
+    return {
+        "max_grade": fmt_number(grading.get("max_grade")),
+        "daily": _grade_runs(daily),
+        "changes": _grade_changes(timeline, axis),
+        "events": _event_rows(record, axis, GRADE_EVENTS[key]),
+        "plot": Markup(plot) if plot else None,
+        "window": f"study days {window[0]} to {window[1]}" if window else "",
+        "notes": [str(n) for n in grading.get("notes") or ()],
+        "message": str(grading.get("message") or ""),
+        "reference": str(grading.get("reference") or ""),
+        "offset": plots.format_offset(axis.offset),
+    }
+
+
+#: Days shown after the last day with a grade above 0 (at least to day 14).
+_AFTER_LAST_GRADE_DAYS = 7
+_MIN_WINDOW_END_DAY = 14
+
+
+def _grade_window(timeline: list, daily: list) -> tuple[int, int] | None:
+    """Study days shown: -1 to a week after the last positive grade (>= day 14)."""
+    days = [p.get("study_day") for p in (*daily, *timeline)]
+    days = [d for d in days if isinstance(d, (int, float))]
+    if not days:
+        return None
+    positive = [p.get("study_day") for p in (*daily, *timeline) if p["grade"]]
+    positive = [d for d in positive if isinstance(d, (int, float))]
+    end = max([_MIN_WINDOW_END_DAY, *(d + _AFTER_LAST_GRADE_DAYS for d in positive)])
+    return -1, int(max(min(end, max(days)), 0))
+
+
+def _grade_runs(daily: list[dict]) -> list[dict[str, str]]:
+    """Daily maximum grades as runs of equal grade: ``days 6 to 90: 0``."""
+    runs: list[list] = []
+    for item in sorted(daily, key=lambda d: d["study_day"]):
+        day, grade = item["study_day"], item["grade"]
+        if runs and runs[-1][2] == grade and runs[-1][1] == day - 1:
+            runs[-1][1] = day
+        else:
+            runs.append([day, day, grade])
+    return [{"days": _fmt_days(a, b), "grade": fmt_number(g)} for a, b, g in runs]
+
+
+def _grade_changes(timeline: list[dict], axis: TimeAxis) -> list[dict[str, str]]:
+    """Timeline points where the grade changes, with the reasons given."""
+    rows, previous = [], None
+    for point in timeline:
+        if point["grade"] == previous:
+            continue
+        previous = point["grade"]
+        rows.append({
+            "time": fmt_time(point.get("time"), axis.offset),
+            "study_day": fmt_number(point.get("study_day")),
+            "grade": fmt_number(point["grade"]),
+            "reasons": "; ".join(str(r) for r in point.get("reasons") or ()),
+        })
+    return rows
+
+
+def _event_label(event: Event) -> str:
+    return f"{event.kind} ({event.detail})" if event.detail else event.kind
+
+
+def _event_marks(record: PatientRecord, axis: TimeAxis, kinds: tuple) -> list:
+    marks = []
+    for event in record.events_of(*kinds):
+        end = axis.x(event.end) if plots.is_span(event.start, event.end) else None
+        marks.append((event.kind, axis.x(event.start), end, _event_label(event)))
+    return marks
+
+
+def _event_rows(record: PatientRecord, axis: TimeAxis, kinds: tuple) -> list[dict]:
+    rows = []
+    for event in record.events_of(*kinds):
+        dose = (f"{fmt_number(event.dose)} {fmt_unit(event.dose_unit)}".strip()
+                if event.dose is not None else "–")
+        rows.append({
+            "event": _event_label(event), "name": event.name or "–",
+            "start": fmt_time(event.start, axis.offset),
+            "end": fmt_time(event.end, axis.offset), "dose": dose,
+            "study_day": fmt_number(record.study_day(event.start))
+            if axis.relative else "–",
+        })
+    return rows
+
+
+def _aux_panel(record: PatientRecord, axis: TimeAxis, key: str) -> Panel | None:
+    quantity = "temperature" if key == "crs" else "ice_score"
+    rows = record.observations_of(quantity)
+    if not rows:
+        return None
+    x, y = [axis.x(o.time) for o in rows], [o.value for o in rows]
+    if key == "crs":
+        return Panel("Body temperature", "°C", x, y,
+                     ref_line=(FEVER_CELSIUS, "fever 38 °C"))
+    return Panel("ICE score (10 = normal, 7–9 = grade 1)", "points", x, y,
+                 ylim=(-0.3, 10.5))
+
+
+def _provenance(version: TwinVersion) -> dict[str, Any]:
+    from cartwin import __version__
+
+    posterior = version.posterior if isinstance(version.posterior, dict) else {}
+    rows = [
+        ("Version id", version.version_id),
+        ("Parent version", version.parent_id or "none (first version)"),
+        ("Created at (UTC)", version.created_at.isoformat()),
+        ("Data hash (SHA-256)", version.data_hash),
+        ("Model", f"{version.model_name} {version.model_version}"),
+        ("cartwin version (model run)", version.package_version),
+        ("cartwin version (report)", __version__),
+        ("Posterior", ", ".join(f"{k}: {posterior[k]}" for k in ("method", "status")
+                                if k in posterior) or "–"),
+    ]
+    settings = json.dumps(version.settings, indent=2, sort_keys=True, default=str)
+    return {"rows": rows, "settings": settings}
