@@ -305,7 +305,10 @@ def _print_version(version) -> None:
     table = Table("score", "value", "category", "note")
     for score in data["scores"]:
         value = "missing" if score["value"] is None else f"{score['value']:.3g}"
-        table.add_row(score["name"], value, score.get("category") or "", score.get("message", ""))
+        name = score["name"]
+        if score.get("timepoint"):
+            name = f"{name} ({score['timepoint']})"
+        table.add_row(name, value, score.get("category") or "", score.get("message", ""))
     out.print(table)
     out.print(f"CRS max grade: {data['crs_max_grade']}   ICANS max grade: {data['icans_max_grade']}")
 

@@ -129,7 +129,7 @@ def build_twins(
 def _kinetics_outputs(
     record: PatientRecord, settings: TwinSettings
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    from cartwin.models import kinetics
+    from cartwin import inference as kinetics
 
     if record.infusion_time is None:
         reason = "no CAR T infusion in the record, so there is no day 0 to model from"
