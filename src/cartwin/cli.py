@@ -133,7 +133,7 @@ def _import_files(files, store_path, key, site_offset, codes) -> list[dict[str, 
             )
             results.append(
                 {
-                    "file": str(path),
+                    "file": parsed.source_name,
                     "patients": [r.facts.pseudonym for r in parsed.records],
                     "store": _as_dict(summary),
                     "report": parsed.report.to_dict(),
