@@ -459,7 +459,7 @@ class TwinStore:
             shown = "(not a pseudonym)"
         return (
             f"patient {shown} is not in store {self.path}; list the stored "
-            "patients with `cartwin twin list` or TwinStore.persons()"
+            "patients with `cartwin patients` or TwinStore.persons()"
         )
 
     @_store_errors
@@ -500,7 +500,7 @@ class TwinStore:
         return row is not None
 
     def _unresolved(self, name: str, key: bytes | None) -> str:
-        shown = repr(name) if looks_like_pseudonym(name) else "the given source id"
+        shown = repr(name) if looks_like_pseudonym(name) else "with the given source id"
         tried = (
             "its pseudonym under the given key is not stored either (wrong key?)"
             if key is not None
@@ -509,7 +509,7 @@ class TwinStore:
         )
         return (
             f"no patient {shown} in store {self.path}: {tried}. Name a patient by "
-            "its pseudonym (16 hex digits, see `cartwin twin list`) or by its "
+            "its pseudonym (16 hex digits, see `cartwin patients`) or by its "
             "source id together with the pseudonymisation key"
         )
 
