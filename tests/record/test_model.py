@@ -107,3 +107,12 @@ def test_key_from_environment_and_file(monkeypatch, tmp_path):
     assert load_key() == b"secret-from-file"
     monkeypatch.setenv("CARTWIN_PSEUDONYM_KEY", "secret-from-env")
     assert load_key() == b"secret-from-env"
+
+
+def test_an_ordered_infusion_is_not_day_zero():
+    ordered = Event("infusion", _at(-2), detail="requested")
+    given = Event("infusion", _at(0, 9))
+    record = PatientRecord(PatientFacts("p"), (), (ordered, given))
+    assert record.infusion_time == _at(0, 9)
+    only_ordered = PatientRecord(PatientFacts("p"), (), (ordered,))
+    assert only_ordered.infusion_time is None

@@ -137,8 +137,8 @@ class PatientFacts:
     """Facts about the patient that do not change with time.
 
     No direct identifier is held: ``pseudonym`` is a keyed hash of the source
-    id, and the birth date is reduced to the age in whole years at the first
-    data point (or at infusion when known).
+    id, and the birth date is reduced to the age in whole years at infusion
+    (at the last data point when there is no infusion).
 
     Attributes
     ----------
@@ -196,9 +196,9 @@ class PatientRecord:
     # -- time ---------------------------------------------------------------
     @property
     def infusion(self) -> Event | None:
-        """The (first) CAR T infusion event, or ``None``."""
+        """The (first) CAR T infusion given, or ``None``; orders do not count."""
         for event in self.events:
-            if event.kind == "infusion":
+            if event.kind == "infusion" and event.detail != "requested":
                 return event
         return None
 
