@@ -1,0 +1,1 @@
+"""Model graph: scale models joined by coupling variables (see spec.py)."""
