@@ -222,7 +222,7 @@ class OmopSource:
         sql = f"SELECT {', '.join(selects)} FROM {self._table(spec.table)}"
         if person_ids is not None:
             sql += f" WHERE {self._in_list(self._person(spec.table))}"
-        sql += f" ORDER BY {quote(present[spec.key][0])}"
+        sql += f" ORDER BY {self._cast(present[spec.key], 'id')}"
         rows = self._query(sql, self._filter_params(person_ids))
         bad = self._bad_cells(spec, person_ids)
         return Fetched(spec, tuple(names), rows, bad)

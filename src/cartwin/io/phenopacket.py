@@ -92,6 +92,7 @@ defines a computable representation of clinical data. Nat Biotechnol
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -293,11 +294,23 @@ class _Skip(Exception):
     """An element is not used; ``args[0]`` is the reason counted."""
 
 
+@dataclass(frozen=True, order=True)
+class _Diagnosis:
+    """A disease naming a group; the smallest (CAR T group, onset, order) wins."""
+
+    is_other: bool
+    onset: str
+    order: int
+    group: str = field(compare=False)
+    display: str | None = field(compare=False)
+    code: str | None = field(compare=False)
+
+
 @dataclass
 class _Patient:
     observations: list[Observation] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    diagnoses: list[tuple] = field(default_factory=list)
+    diagnoses: list[_Diagnosis] = field(default_factory=list)
 
 
 # -- import ---------------------------------------------------------------------
@@ -488,9 +501,9 @@ class _Reader:
             pseudonym=_pseudonym(str(subject["id"]), key),
             age_years=self._age(subject, patient, infusions),
             sex=_sex(subject.get("sex")),
-            diagnosis=diagnosis[3] if diagnosis else None,
-            diagnosis_code=diagnosis[4] if diagnosis else None,
-            disease=diagnosis[2] if diagnosis else None,
+            diagnosis=diagnosis.display if diagnosis else None,
+            diagnosis_code=diagnosis.code if diagnosis else None,
+            disease=diagnosis.group if diagnosis else None,
             product=min(infusions, key=lambda e: e.start).name if infusions else None,
         )
         return PatientRecord(facts, tuple(patient.observations), tuple(patient.events),
@@ -559,7 +572,10 @@ class _Reader:
             at = f"{where}.doseIntervals[{index}]"
             start, end = self._instant({"interval": dose.get("interval")}, f"{at}.interval")
             amount, unit = self._dose(dose.get("quantity"), row, f"{at}.quantity")
-            patient.events.append(_event(row, coding, start, end, at, amount, unit))
+            event = _event(row, coding, start, end, at, amount, unit)
+            if row.kind == "oxygen" and not row.detail and _is_pressure(unit):
+                event = dataclasses.replace(event, detail="positive_pressure")
+            patient.events.append(event)
 
     def _dose(self, quantity: dict | None, row: CodeMapping, where: str):
         if not quantity:
@@ -597,8 +613,8 @@ class _Reader:
             raise _Skip("no CAR T disease code")
         onset = (item.get("onset") or {}).get("timestamp", "9999-12-31")
         code = f"{coding['system']}|{coding['code']}" if coding["code"] else None
-        rank = (group == "other", str(onset), len(patient.diagnoses))
-        patient.diagnoses.append((*rank, group, coding["display"] or None, code))
+        patient.diagnoses.append(_Diagnosis(group == "other", str(onset), len(patient.diagnoses),
+                                            group, coding["display"] or None, code))
 
     # -- time -----------------------------------------------------------------
     def _instant(self, element: dict | None, where: str, *, use_start: bool = False):
@@ -669,6 +685,14 @@ def _event(row, coding, start, end, where, dose=None, dose_unit="") -> Event:
                  name=coding["display"] or row.display, dose=dose, dose_unit=dose_unit,
                  detail=row.detail, source_code=f"{coding['system']}|{coding['code']}",
                  source_id=where, source_utc_offset_min=start[1])
+
+
+def _is_pressure(ucum: str) -> bool:
+    """Whether a UCUM unit is a pressure (oxygen given at a pressure is PEEP/CPAP)."""
+    try:
+        return to_canonical(1.0, ucum, "systolic_bp") > 0
+    except UnitError:
+        return False
 
 
 def _check_order(reader: _Reader, start, end, where: str) -> None:
@@ -983,9 +1007,11 @@ class _Writer:
                                       f"{interval} posterior predictive interval"))
         for score in version.outputs.get("scores") or ():
             if score.get("value") is not None:
-                slug = re.sub(r"[^a-z0-9]+", "-", score["name"].lower()).strip("-")
+                text = f"{score['name']} {score.get('timepoint', '')}".lower()
+                slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
                 quantity = {"unit": _unit("1"), "value": score["value"]}
-                items.append(self._output(f"score-{slug}", score["name"], quantity, when,
+                label = f"{score['name']} ({score.get('timepoint') or 'no time point'})"
+                items.append(self._output(f"score-{slug}", label, quantity, when,
                                           f"{note}; category {score.get('category')}"))
         for which in ("crs", "icans"):
             grade = (version.outputs.get(which) or {}).get("max_grade")

@@ -181,7 +181,8 @@ def sparse_header(table: Table) -> list[list[str]]:
     rows = [list(r) for r in table.header_rows]
     if len(rows) > 1:
         labels = rows[0]
-        rows[0] = [v if i == 0 or v != labels[i - 1] else "" for i, v in enumerate(labels)]
+        rows[0] = [v if i == 0 or v != labels[i - 1] else ""
+                   for i, v in enumerate(labels)]
     return rows
 
 
@@ -248,7 +249,9 @@ def write_parquet(table: Table, path: str) -> None:
         if sql_type == "TIMESTAMPTZ":
             cells = [None if v is None else _epoch_us(v) for v in cells]
         columns[f"c{i}"] = np.array(cells, dtype=object)
-    select = ", ".join(_select(i, t, n) for i, (t, n) in enumerate(zip(table.types, names)))
+    select = ", ".join(
+        _select(i, sql_type, name)
+        for i, (sql_type, name) in enumerate(zip(table.types, names)))
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -263,7 +266,8 @@ def write_parquet(table: Table, path: str) -> None:
 def _select(index: int, sql_type: str, name: str) -> str:
     quoted = '"' + name.replace('"', '""') + '"'
     if sql_type == "TIMESTAMPTZ":
-        return f"CAST(make_timestamp(CAST(c{index} AS BIGINT)) AS TIMESTAMPTZ) AS {quoted}"
+        micros = f"CAST(c{index} AS BIGINT)"
+        return f"CAST(make_timestamp({micros}) AS TIMESTAMPTZ) AS {quoted}"
     return f"CAST(c{index} AS {sql_type}) AS {quoted}"
 
 
@@ -285,7 +289,8 @@ def mapping_toml(table: Table, layout: str, file_format: str, sheet: str) -> str
         lines.append(f"sheet = {_q(sheet)}")
     if layout == "wide" and file_format != "parquet":
         lines.append("header_rows = 3")
-    lines += ["", "[time]", 'anchor = "date"', 'utc_offset_column = "site_utc_offset_min"']
+    lines += ["", "[time]", 'anchor = "date"',
+              'utc_offset_column = "site_utc_offset_min"']
     if layout == "long":
         lines += ['column = "time"', "", "[long]", 'quantity_column = "quantity"',
                   'value_column = "value"', 'unit_column = "unit"',

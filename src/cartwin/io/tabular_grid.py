@@ -33,9 +33,6 @@ SUFFIX_FORMATS = {
     ".parquet": "parquet", ".pq": "parquet",
 }  # fmt: skip
 
-Cell = "str | int | float | dt.date | dt.datetime | None"
-
-
 @dataclass(frozen=True)
 class Grid:
     """The cells of one table.

@@ -11,7 +11,10 @@ its time and optionally its unit and censoring flag.
 Wide layout: one row per patient; columns are grouped by visit. With several
 header rows, ``visit_row`` holds the visit label (a label is carried to the
 right over blank cells, as merged cells read), ``name_row`` the column name
-and ``unit_row`` the unit. With one header row, ``header_pattern`` splits each
+and ``unit_row`` the unit. A column whose name-row cell is blank is a plain
+column named by its first non-blank header cell (a header merged down over
+the header rows) and ends the visit group to its left; a column without any
+header text is ignored. With one header row, ``header_pattern`` splits each
 header into ``visit``, ``name`` and optional ``unit`` (headers that do not
 match are plain names, e.g. the id column). Per-patient columns (id, events,
 site offset) are found by name wherever they stand.
@@ -93,7 +96,8 @@ class Layout:
 
     def __init__(self, mapping: TabularMapping, columns: list[Column],
                  name_row: int, out: Reporter) -> None:
-        self.mapping, self.columns, self.name_row, self.out = mapping, columns, name_row, out
+        self.mapping, self.columns = mapping, columns
+        self.name_row, self.out = name_row, out
         self.used: set[int] = set()
 
     def find(self, name: str, what: str, pool: Sequence[Column] | None = None):
@@ -113,7 +117,7 @@ class Layout:
         return found[0]
 
     def fixed_roles(self) -> dict[tuple, Column]:
-        """Per-patient columns: ``("id",)``, ``("offset",)``, ``("event", kind, field)``."""
+        """Per-patient columns by role: id, offset, ``("event", kind, field)``."""
         roles: dict[tuple, Column | None] = {
             ("id",): self.find(self.mapping.id_column, "id_column")}
         if self.mapping.time.utc_offset_column:
@@ -255,7 +259,8 @@ class WideLayout(Layout):
         days = dict(time.visit_days)
         if visit in days:
             return days[visit]
-        match = time.visit_day_pattern.fullmatch(visit) if time.visit_day_pattern else None
+        pattern = time.visit_day_pattern
+        match = pattern.fullmatch(visit) if pattern is not None else None
         if match is not None and _is_int(match.group("day")):
             return int(match.group("day"))
         self.out.problem("day-invalid", self.visit_row, first, visit,
@@ -284,9 +289,16 @@ def _wide_columns(wide, header_rows: list[tuple[int, tuple]]) -> list[Column]:
     rows = [cells for _, cells in header_rows]
     columns, visit = [], None
     for i in range(width):
+        name = cell_text(_cell(rows[wide.name_row - 1], i))
+        if name is None:
+            # A header merged down over all header rows (e.g. "Subject"):
+            # a plain column, and the end of the visit group before it.
+            plain = next((t for t in (cell_text(_cell(r, i)) for r in rows) if t), None)
+            columns.append(Column(i, plain))
+            visit = visit if plain is None else None
+            continue
         visit = cell_text(_cell(rows[wide.visit_row - 1], i)) or visit
         unit = cell_text(_cell(rows[wide.unit_row - 1], i)) if wide.unit_row else None
-        name = cell_text(_cell(rows[wide.name_row - 1], i))
         columns.append(Column(i, name, visit, unit))
     return columns
 

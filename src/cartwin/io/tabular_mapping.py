@@ -168,7 +168,8 @@ class _Section:
         where = f"[{self.path}]" if self.path else "top level"
         if key is not None:
             where += f" key {key!r}"
-        raise TabularMappingError(f"mapping {self.source}: {where} = {value!r}: {message}")
+        raise TabularMappingError(
+            f"mapping {self.source}: {where} = {value!r}: {message}")
 
     def get(self, key: str, kind: type | tuple, default=_REQUIRED):
         self.seen.add(key)
@@ -177,7 +178,7 @@ class _Section:
                 self.fail(key, None, "is required")
             return default
         value = self.data[key]
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
             names = kind.__name__ if isinstance(kind, type) else "/".join(
                 k.__name__ for k in kind)
             self.fail(key, value, f"must be of type {names}")
@@ -185,7 +186,7 @@ class _Section:
 
     def text(self, key: str, default=_REQUIRED, choices: tuple = ()) -> str | None:
         value = self.get(key, str, default)
-        if isinstance(value, str) and not value.strip():
+        if key in self.data and not value.strip():
             self.fail(key, value, "must not be blank")
         if choices and value not in choices:
             self.fail(key, value, f"allowed: {', '.join(map(repr, choices))}")
@@ -290,7 +291,8 @@ def _columns(section: _Section, layout: str) -> tuple[ColumnMap, ...]:
         value = section.get(name, (str, dict))
         if isinstance(value, str):
             value = {"quantity": value}
-        items.append(_column(_Section(section.source, f"columns.{name}", value), name, layout))
+        table = _Section(section.source, f"columns.{name}", value)
+        items.append(_column(table, name, layout))
     return tuple(items)
 
 
@@ -366,11 +368,13 @@ def _pattern(section: _Section, key: str, groups: tuple[str, ...]) -> re.Pattern
 def _check_time(section: _Section, time: TimeMap, layout: str) -> None:
     by_visit = bool(time.visit_days) or time.visit_day_pattern is not None
     if by_visit and not (layout == "wide" and time.anchor == "infusion_day"):
-        section.fail("visit_days", dict(time.visit_days) or time.visit_day_pattern.pattern,
+        given = dict(time.visit_days) or time.visit_day_pattern.pattern
+        section.fail("visit_days", given,
                      "is read in the wide layout with anchor = 'infusion_day' only")
     if layout == "wide" and time.anchor == "infusion_day" and not by_visit:
-        section.fail("anchor", time.anchor, "the wide layout needs visit_days or "
-                                            "visit_day_pattern to give each visit its day")
+        section.fail("anchor", time.anchor,
+                     "the wide layout needs visit_days or visit_day_pattern to "
+                     "give each visit its day")
     if layout == "long" and time.column is None:
         section.fail("column", None, "is required in the long layout")
     if time.utc_offset_min is not None and time.utc_offset_column is not None:
@@ -403,7 +407,8 @@ def _event(section: _Section, kind: str) -> EventMap:
     )
     section.finish()
     if (event.dose_column is None) != (event.dose_unit is None):
-        section.fail("dose_unit", event.dose_unit, "give dose_column and dose_unit together")
+        section.fail("dose_unit", event.dose_unit,
+                     "give dose_column and dose_unit together")
     if kind == "infusion" and event.dose_unit and not CELL_UNIT.match(event.dose_unit):
         section.fail("dose_unit", event.dose_unit, "a CAR T dose is a number of cells: "
                                                    "{cells} or 10*N{cells}")

@@ -7,9 +7,12 @@ header rows included), the column by letter and by header, and the value.
 
 Problem codes
 -------------
-``io`` (unreadable file or sheet), ``missing-column``, ``duplicate-header``,
-``missing-id``, ``not-pseudonym``, ``non-numeric``, ``unit``, ``missing-unit``,
-``date-invalid``, ``date-no-zone``, ``day-invalid``, ``missing-infusion``,
+``io`` (unreadable file or sheet), ``no-header`` (fewer rows than the header
+needs), ``missing-column``, ``duplicate-header``, ``missing-id``,
+``not-pseudonym``, ``non-numeric``, ``unit``, ``missing-unit``,
+``missing-value`` (a value without its date, an event without its start),
+``censored-invalid``, ``date-invalid``, ``date-no-zone``, ``date-order`` (an
+event that ends before it starts), ``day-invalid``, ``missing-infusion``,
 ``conflict`` (one patient, two different values of a per-patient column),
 ``unmapped-quantity`` (only with ``unmapped = "error"``).
 

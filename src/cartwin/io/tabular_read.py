@@ -137,7 +137,7 @@ class _TableReader:
         first, count = self.mapping.skip_rows, self.mapping.header_rows
         rows = self.grid.rows
         if len(rows) < first + count:
-            self.problem("missing-column", len(rows) or None, None, _HIDDEN,
+            self.problem("no-header", len(rows) or None, None, _HIDDEN,
                          f"has {len(rows)} row(s); the mapping expects {first} "
                          f"row(s) to skip and {count} header row(s)")
             raise_problems(self.problems)
