@@ -17,6 +17,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from cartwin.errors import UnitError
 from cartwin.io.tabular_problems import TabularMappingError
@@ -164,7 +165,7 @@ class _Section:
         self.data = dict(data)
         self.seen: set[str] = set()
 
-    def fail(self, key: str | None, value: object, message: str):
+    def fail(self, key: str | None, value: object, message: str) -> NoReturn:
         where = f"[{self.path}]" if self.path else "top level"
         if key is not None:
             where += f" key {key!r}"
@@ -463,9 +464,16 @@ def _check_wide(section: _Section, wide: WideMap, header_rows: int) -> None:
 
 
 def _check_consistency(top: _Section, mapping: TabularMapping) -> None:
-    if mapping.time.anchor == "infusion_day" and mapping.event("infusion") is None:
-        top.fail("time", mapping.time.anchor,
+    time = mapping.time
+    if time.anchor == "infusion_day" and mapping.event("infusion") is None:
+        top.fail("time", time.anchor,
                  "anchor = 'infusion_day' needs an [events.infusion] table")
+    if mapping.layout == "wide" and time.anchor == "infusion_day":
+        dated = [c.name for c in mapping.columns if c.date_column is not None]
+        if dated or time.column is not None:
+            top.fail("time", time.column or dated,
+                     "with anchor = 'infusion_day' the visit labels give each "
+                     "value's day; remove [time] column and date_column")
     if mapping.layout == "wide" and mapping.time.anchor == "date":
         undated = [c.name for c in mapping.columns if c.date_column is None]
         if undated and mapping.time.column is None:

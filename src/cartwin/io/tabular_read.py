@@ -187,7 +187,7 @@ class _TableReader:
         earlier = patient.cells.get(role)
         if earlier is None:
             patient.cells[role] = (number, column, value)
-        elif earlier[2] != value:
+        elif _comparable(earlier[2]) != _comparable(value):
             self.problem("conflict", number, column, value,
                          f"differs from {short_repr(earlier[2])} in row "
                          f"{earlier[0]} for the same patient")
@@ -402,3 +402,7 @@ class _TableReader:
 
 def _cell(cells: tuple, index: int) -> object:
     return cells[index] if index < len(cells) else None
+
+
+def _comparable(value: object) -> object:
+    return value.strip() if isinstance(value, str) else value

@@ -150,6 +150,8 @@ def _converter(source_unit: str, quantity: str):
         return lambda value: value
     try:
         q_src, q_dst = _parse(src), _parse(dst)
+    except ImportError:  # a broken install is not the data's fault
+        raise
     except Exception as exc:  # ucumvert raises lark/pint errors of many kinds
         raise UnitError(f"unit {source_unit!r} is not valid UCUM ({exc})") from None
     ureg = q_src._REGISTRY
