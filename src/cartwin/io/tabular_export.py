@@ -12,9 +12,11 @@ name (``crp`` and its own ``crp time``) and the unit. A censored value is
 written as text, ``<0.5`` or ``>5000``. A patient without an infusion has no
 study day and cannot be written in this layout.
 
-CSV cells are text (numbers in Python's shortest round-trip form). XLSX cells
-hold numbers as numbers and times as ISO text (an Excel date has no zone and
-only millisecond precision). Parquet (written by DuckDB) has typed columns:
+CSV cells are text (numbers in Python's shortest round-trip form), so values
+read back bit for bit. XLSX cells hold numbers as numbers and times as ISO
+text (an Excel date has no zone and only millisecond precision); ``openpyxl``
+writes numbers with 16 significant digits, so a value may come back one unit
+in the last place off (0.1 + 0.2 reads back as 0.3). Parquet (written by DuckDB) has typed columns:
 ``DOUBLE`` values (``VARCHAR`` in a wide value column that holds a censored
 value), ``TIMESTAMPTZ`` times and ``INTEGER`` days; its single header row
 carries the three wide header rows as ``visit|name|unit``.
@@ -195,7 +197,11 @@ def write_csv(table: Table, handle) -> None:
 
 def write_xlsx(table: Table, path, sheet: str) -> None:
     """Write ``table`` to an XLSX file with one sheet (``openpyxl``)."""
-    import openpyxl
+    try:
+        import openpyxl
+    except ImportError:
+        raise DataError("writing XLSX needs the openpyxl package "
+                        "(pip install openpyxl)") from None
 
     book = openpyxl.Workbook()
     ws = book.active

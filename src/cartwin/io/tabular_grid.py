@@ -131,8 +131,11 @@ def _csv_rows(raw: bytes, source: str, delimiter: str, encoding: str) -> tuple:
 
 
 def _xlsx_rows(raw: bytes, source: str, sheet: str | None) -> tuple[str, tuple]:
-    import openpyxl
-
+    try:
+        import openpyxl
+    except ImportError:
+        _fail(source, sheet or "", "reading XLSX needs the openpyxl package "
+                                   "(pip install openpyxl)")
     try:
         book = openpyxl.load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
     except Exception as exc:  # zipfile, XML and openpyxl errors of many kinds
