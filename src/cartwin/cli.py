@@ -86,8 +86,13 @@ def _as_dict(obj: Any) -> Any:
 # -- import -------------------------------------------------------------------
 @app.command("import")
 def import_cmd(
-    files: list[Path] = typer.Argument(..., help="FHIR Bundle/resource/NDJSON files."),
+    sources: list[str] = typer.Argument(
+        ..., help="Files, folders or postgresql:// URLs to import."
+    ),
     store: Optional[Path] = StoreOption,
+    fmt: Optional[str] = typer.Option(
+        None, "--format", help="fhir, phenopacket, omop or tabular (default: detect)."
+    ),
     site_utc_offset: Optional[int] = typer.Option(
         None,
         "--site-utc-offset",
@@ -96,15 +101,26 @@ def import_cmd(
     codes: Optional[Path] = typer.Option(
         None, "--codes", help="Extra code-mapping CSV (same columns as codes.csv)."
     ),
+    mapping: Optional[Path] = typer.Option(
+        None, "--mapping", help="TOML mapping of a CSV/XLSX/Parquet table."
+    ),
+    schema: Optional[str] = typer.Option(
+        None, "--schema", help="Schema of an OMOP CDM in PostgreSQL."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Import FHIR R4 data into the store (each file is one transaction)."""
+    """Import patient data into the store (each source is one transaction)."""
     _configure()
+    from cartwin.io.formats import ReadOptions
     from cartwin.record.pseudonym import load_key
 
+    options = ReadOptions(
+        site_utc_offset_min=site_utc_offset, codes=codes, mapping=mapping,
+        omop_schema=schema,
+    )
     try:
         key = load_key()
-        results = _import_files(files, store, key, site_utc_offset, codes)
+        results = _import_sources(sources, fmt, store, key, options)
     except CartwinError as exc:
         _fail(exc)
     if as_json:
@@ -114,29 +130,28 @@ def import_cmd(
         _print_import(item)
 
 
-def _import_files(files, store_path, key, site_offset, codes) -> list[dict[str, Any]]:
-    from cartwin.io.fhir import import_fhir
+def _import_sources(sources, fmt, store_path, key, options) -> list[dict[str, Any]]:
+    from cartwin.io.formats import read_source
     from cartwin.store import open_store
 
     results = []
     with open_store(store_path) as store, _progress() as progress:
-        task = progress.add_task("importing", total=len(files))
-        for path in files:
-            parsed = import_fhir(
-                path, key=key, site_utc_offset_min=site_offset, extra_codes=codes
-            )
+        task = progress.add_task("importing", total=len(sources))
+        for source in sources:
+            parsed = read_source(source, fmt, key=key, options=options)
+            report = parsed.report.to_dict()
             summary = store.import_records(
                 parsed.records,
                 source_name=parsed.source_name,
                 source_sha256=parsed.source_sha256,
-                report=parsed.report.to_dict(),
+                report=report,
             )
             results.append(
                 {
                     "file": parsed.source_name,
                     "patients": [r.facts.pseudonym for r in parsed.records],
                     "store": _as_dict(summary),
-                    "report": parsed.report.to_dict(),
+                    "report": report,
                 }
             )
             progress.advance(task)
