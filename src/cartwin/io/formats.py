@@ -86,7 +86,12 @@ def read_source(
     if fmt == "phenopacket":
         from cartwin.io.phenopacket import read_phenopacket
 
-        return read_phenopacket(source, key=key)
+        return read_phenopacket(
+            source,
+            key=key,
+            site_utc_offset_min=options.site_utc_offset_min,
+            extra_codes=options.codes,
+        )
     if fmt == "omop":
         from cartwin.io.omop import read_omop
 

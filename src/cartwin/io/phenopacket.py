@@ -25,6 +25,9 @@ What is read
 - ``medicalActions``: a ``treatment`` gives one event per ``doseIntervals``
   element (agent through the code table; dose and its unit; interval start and
   end); a ``procedure`` gives one event (``performed`` timestamp or interval).
+  Oxygen given at a pressure (a dose in ``cm[H2O]`` or another pressure unit,
+  as for PEEP) is positive-pressure support (detail ``positive_pressure``,
+  ASTCT CRS grade 4 hypoxia).
 - ``phenotypicFeatures``: the ICANS findings cartwin grades (seizure, cerebral
   edema, deep focal motor weakness as HPO terms), as events at their onset.
   Every other feature is counted in the report.
@@ -96,6 +99,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import re
 import warnings
@@ -126,25 +130,31 @@ TWIN_PREFIX = "CARTWIN.TWIN"
 
 Source = Union[str, os.PathLike, bytes]
 
+#: CURIE prefixes: ``PREFIX|FHIR system URI|code keeps the prefix (1/0)|name``.
+CURIE_TABLE = """\
+LOINC|http://loinc.org|0|Logical Observation Identifiers Names and Codes
+SNOMED|http://snomed.info/sct|0|SNOMED CT
+SNOMEDCT|http://snomed.info/sct|0|SNOMED CT
+SCTID|http://snomed.info/sct|0|SNOMED CT
+RXNORM|http://www.nlm.nih.gov/research/umls/rxnorm|0|RxNorm
+NCIT|http://ncithesaurus-stage.nci.nih.gov|0|NCI Thesaurus
+HP|http://human-phenotype-ontology.org|1|Human Phenotype Ontology
+MONDO|http://purl.obolibrary.org/obo/mondo.owl|1|Mondo Disease Ontology
+ICD10|http://hl7.org/fhir/sid/icd-10|0|ICD-10
+ICD10CM|http://hl7.org/fhir/sid/icd-10-cm|0|ICD-10-CM
+UCUM|http://unitsofmeasure.org|0|Unified Code for Units of Measure
+UO|http://purl.obolibrary.org/obo/uo.owl|1|Units of Measurement Ontology
+CARTWIN|https://cartwin.org/fhir/CodeSystem/local|0|cartwin local codes
+CARTWIN.TWIN|https://cartwin.org/fhir/CodeSystem/twin-output|0|cartwin twin outputs
+"""
 #: CURIE prefix -> (FHIR system URI, whether the code keeps the prefix, name).
 CURIE_SYSTEMS: dict[str, tuple[str, bool, str]] = {
-    "LOINC": ("http://loinc.org", False, "Logical Observation Identifiers Names and Codes"),
-    "SNOMED": ("http://snomed.info/sct", False, "SNOMED CT"),
-    "SNOMEDCT": ("http://snomed.info/sct", False, "SNOMED CT"),
-    "SCTID": ("http://snomed.info/sct", False, "SNOMED CT"),
-    "RXNORM": ("http://www.nlm.nih.gov/research/umls/rxnorm", False, "RxNorm"),
-    "NCIT": ("http://ncithesaurus-stage.nci.nih.gov", False, "NCI Thesaurus"),
-    "HP": ("http://human-phenotype-ontology.org", True, "Human Phenotype Ontology"),
-    "MONDO": ("http://purl.obolibrary.org/obo/mondo.owl", True, "Mondo Disease Ontology"),
-    "ICD10": ("http://hl7.org/fhir/sid/icd-10", False, "ICD-10"),
-    "ICD10CM": ("http://hl7.org/fhir/sid/icd-10-cm", False, "ICD-10-CM"),
-    "UCUM": ("http://unitsofmeasure.org", False, "Unified Code for Units of Measure"),
-    "UO": ("http://purl.obolibrary.org/obo/uo.owl", True, "Units of Measurement Ontology"),
-    "CARTWIN": ("https://cartwin.org/fhir/CodeSystem/local", False, "cartwin local codes"),
-    TWIN_PREFIX: ("https://cartwin.org/fhir/CodeSystem/twin-output", False,
-                  "cartwin twin outputs"),
+    prefix: (system, keep == "1", name)
+    for prefix, system, keep, name in (
+        line.split("|") for line in CURIE_TABLE.splitlines()
+    )
 }
-_SYSTEM_PREFIX = {}
+_SYSTEM_PREFIX: dict[str, str] = {}
 for _prefix, (_system, _, _) in CURIE_SYSTEMS.items():
     _SYSTEM_PREFIX.setdefault(_system, _prefix)
 
@@ -161,49 +171,72 @@ UNIT_IDS = {
     "NCIT:C91060": "cm[H2O]",
 }
 
-#: Codes met in phenopackets that the shipped table lacks:
-#: (system, code, target_type, target, display).
-PHENOPACKET_CODES = (
-    ("http://loinc.org", "26474-7", "observation", "alc", "Lymphocytes [#/volume] in Blood"),
-    ("http://ncithesaurus-stage.nci.nih.gov", "C113237", "observation", "alc",
-     "Absolute Blood Lymphocyte Count"),
-    ("http://ncithesaurus-stage.nci.nih.gov", "C84217", "event", "tocilizumab", "Tocilizumab"),
-    ("http://ncithesaurus-stage.nci.nih.gov", "C722", "event", "oxygen", "Oxygen"),
-    ("http://human-phenotype-ontology.org", "HP:0001250", "event", "seizure", "Seizure"),
-    ("http://human-phenotype-ontology.org", "HP:0002181", "event", "cerebral_edema",
-     "Cerebral edema"),
-    ("http://human-phenotype-ontology.org", "HP:0001269", "event", "motor_weakness",
-     "Hemiparesis"),
-    ("http://human-phenotype-ontology.org", "HP:0002385", "event", "motor_weakness",
-     "Paraparesis"),
-    ("http://ncithesaurus-stage.nci.nih.gov", "C8851", "diagnosis", "LBCL",
-     "Diffuse Large B-Cell Lymphoma"),
-    ("http://ncithesaurus-stage.nci.nih.gov", "C80280", "diagnosis", "LBCL",
-     "Diffuse Large B-Cell Lymphoma, Not Otherwise Specified"),
-    ("http://ncithesaurus-stage.nci.nih.gov", "C3242", "diagnosis", "MM", "Plasma Cell Myeloma"),
-    ("http://ncithesaurus-stage.nci.nih.gov", "C8936", "diagnosis", "B-ALL",
-     "B Lymphoblastic Leukemia/Lymphoma"),
-    ("http://purl.obolibrary.org/obo/mondo.owl", "MONDO:0018906", "diagnosis", "LBCL",
-     "diffuse large B-cell lymphoma"),
-    ("http://purl.obolibrary.org/obo/mondo.owl", "MONDO:0009693", "diagnosis", "MM",
-     "multiple myeloma"),
+#: Codes met in phenopackets that the shipped table lacks, in the columns of
+#: ``codes.csv`` with a CURIE for ``system,code`` (a candidate for that table).
+PHENOPACKET_CODES = """\
+LOINC:26474-7|observation|alc|Lymphocytes [#/volume] in Blood
+NCIT:C113237|observation|alc|Absolute Blood Lymphocyte Count
+NCIT:C84217|event|tocilizumab|Tocilizumab
+NCIT:C722|event|oxygen|Oxygen
+HP:0001250|event|seizure|Seizure
+HP:0002181|event|cerebral_edema|Cerebral edema
+HP:0001269|event|motor_weakness|Hemiparesis
+HP:0002385|event|motor_weakness|Paraparesis
+NCIT:C8851|diagnosis|LBCL|Diffuse Large B-Cell Lymphoma
+NCIT:C80280|diagnosis|LBCL|Diffuse Large B-Cell Lymphoma, Not Otherwise Specified
+NCIT:C3242|diagnosis|MM|Plasma Cell Myeloma
+NCIT:C8936|diagnosis|B-ALL|B Lymphoblastic Leukemia/Lymphoma
+MONDO:0018906|diagnosis|LBCL|diffuse large B-cell lymphoma
+MONDO:0009693|diagnosis|MM|multiple myeloma
+"""
+
+
+def _extra_rows() -> dict[tuple[str, str], CodeMapping]:
+    rows = {}
+    for line_no, line in enumerate(PHENOPACKET_CODES.splitlines(), start=1):
+        curie, target_type, target, display = line.split("|")
+        system, code = curie_to_coding(curie)
+        origin = f"cartwin.io.phenopacket.PHENOPACKET_CODES:{line_no}"
+        rows[(system, code)] = CodeMapping(
+            system, code, target_type, target, display, origin
+        )
+    return rows
+
+
+_MALIGNANT_WORDS = (
+    "lymphoma",
+    "leukemia",
+    "leukaemia",
+    "myeloma",
+    "carcinoma",
+    "sarcoma",
+    "melanoma",
+    "blastoma",
+    "malignant",
+    "cancer",
 )
-_EXTRA_ROWS = {
-    (system, code): CodeMapping(system, code, kind, target, display,
-                                f"cartwin.io.phenopacket.PHENOPACKET_CODES[{n}]")
-    for n, (system, code, kind, target, display) in enumerate(PHENOPACKET_CODES)
-}
-_MALIGNANT_WORDS = ("lymphoma", "leukemia", "leukaemia", "myeloma", "carcinoma",
-                    "sarcoma", "melanoma", "blastoma", "malignant", "cancer")
 _T_ALL = re.compile(r"\bt[- ]?(cell )?(acute )?lymphoblastic", re.IGNORECASE)
 _FINDING_KINDS = ("seizure", "consciousness", "cerebral_edema", "motor_weakness")
-_DRUG_KINDS = ("bridging", "lymphodepletion", "infusion", "tocilizumab",
-               "corticosteroid", "vasopressor", "antipyretic")
-_SEX_IN = {"FEMALE": "female", "MALE": "male", "OTHER_SEX": "other",
-           "UNKNOWN_SEX": "unknown"}
+_DRUG_KINDS = (
+    "bridging",
+    "lymphodepletion",
+    "infusion",
+    "tocilizumab",
+    "corticosteroid",
+    "vasopressor",
+    "antipyretic",
+)
+_SEX_IN = {
+    "FEMALE": "female",
+    "MALE": "male",
+    "OTHER_SEX": "other",
+    "UNKNOWN_SEX": "unknown",
+}
 _SEX_OUT = {v: k for k, v in _SEX_IN.items()}
 _AGE_KINDS = ("age", "ageRange", "gestationalAge", "ontologyClass")
-_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T[\d.HMS]*)?$")
+_DURATION = re.compile(
+    r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T[\d.HMS]*)?$"
+)
 _CELLS = re.compile(r"^(?:10\*(\d{1,2}))?\{cells?\}$")
 _CENSORED = re.compile(r"\bcensored=(below|above)\b")
 _SOURCE_ID = re.compile(r"\bsource_id=([^;\s]+)")
@@ -270,12 +303,20 @@ class PhenopacketReport:
             "schema_version": self.schema_version,
             "validation": self.validation,
             "code_maps": list(self.code_maps),
-            "totals": {"patients": self.n_patients, "observations": self.n_observations,
-                       "events": self.n_events},
+            "totals": {
+                "patients": self.n_patients,
+                "observations": self.n_observations,
+                "events": self.n_events,
+            },
             "quantities": dict(self.quantities),
-            "elements": {r.resource_type: {"read": r.read, "used": r.used,
-                                           "skipped": dict(r.skipped)}
-                         for r in self.elements},
+            "elements": {
+                r.resource_type: {
+                    "read": r.read,
+                    "used": r.used,
+                    "skipped": dict(r.skipped),
+                }
+                for r in self.elements
+            },
             "codings": [vars(c).copy() for c in self.codings],
         }
 
@@ -385,11 +426,15 @@ def _load_json(raw: bytes, name: str) -> Any:
     try:
         return json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
-        raise PhenopacketError([Problem("encoding", name, f"not UTF-8: {exc}")]) from None
+        raise PhenopacketError(
+            [Problem("encoding", name, f"not UTF-8: {exc}")]
+        ) from None
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         message = f"malformed JSON: {exc.msg}"
-        raise PhenopacketError([Problem("malformed-json", name, message, location=where)]) from None
+        raise PhenopacketError(
+            [Problem("malformed-json", name, message, location=where)]
+        ) from None
 
 
 def _camel(value: Any) -> Any:
@@ -411,32 +456,74 @@ def _schema_check(document: Any, name: str) -> tuple[list[dict], str]:
     if not isinstance(document, dict):
         message = f"top level is {type(document).__name__}, not a JSON object"
         raise PhenopacketError([Problem("not-phenopacket", name, message)])
-    kind = "Cohort" if "members" in document else "Family" if "proband" in document else "Phenopacket"
+    kind = _file_kind(document)
     try:
         ParseDict(document, getattr(pps, kind)())
     except ParseError as exc:
         message = f"not a valid GA4GH Phenopacket v2 {kind}: {exc}"
         raise PhenopacketError([Problem("invalid", name, message)]) from None
     if kind == "Cohort":
-        located = [(f"members[{n}].", m) for n, m in enumerate(document.get("members", []))]
+        located = [
+            (f"members[{n}].", m) for n, m in enumerate(document.get("members", []))
+        ]
     elif kind == "Family":
         relatives = document.get("relatives", [])
         located = [("proband.", document.get("proband", {}))]
         located += [(f"relatives[{n}].", r) for n, r in enumerate(relatives)]
     else:
         located = [("", document)]
-    problems = [p for prefix, packet in located for p in _required(packet, name, prefix)]
+    problems = [
+        p for prefix, packet in located for p in _required(packet, name, prefix)
+    ]
     if problems or not located:
-        raise PhenopacketError(problems or [Problem("invalid", name, "Cohort has no members")])
+        raise PhenopacketError(
+            problems or [Problem("invalid", name, "Cohort has no members")]
+        )
     return [packet for _, packet in located], kind
 
 
+def _file_kind(document: dict) -> str:
+    if "members" in document:
+        return "Cohort"
+    return "Family" if "proband" in document else "Phenopacket"
+
+
+def is_phenopacket(document: Any) -> bool:
+    """Whether parsed JSON looks like a Phenopacket, Cohort or Family (for sniffing).
+
+    True for an object without ``resourceType`` (FHIR) whose ``metaData`` has
+    ``phenopacketSchemaVersion``, or that has ``subject``, ``members`` or
+    ``proband`` next to ``metaData``. Validation happens in
+    :func:`read_phenopacket`.
+    """
+    if not isinstance(document, dict) or "resourceType" in document:
+        return False
+    meta = document.get("metaData", document.get("meta_data"))
+    if isinstance(meta, dict) and (
+        "phenopacketSchemaVersion" in meta or "phenopacket_schema_version" in meta
+    ):
+        return True
+    return meta is not None and any(
+        k in document for k in ("subject", "members", "proband")
+    )
+
+
 def _required(packet: dict, name: str, prefix: str) -> list[Problem]:
-    checks = (("id", packet.get("id")),
-              ("subject.id", (packet.get("subject") or {}).get("id")),
-              ("metaData", packet.get("metaData")))
-    return [Problem("invalid", name, "is required (GA4GH Phenopacket v2 schema)",
-                    field=prefix + fld) for fld, ok in checks if not ok]
+    checks = (
+        ("id", packet.get("id")),
+        ("subject.id", (packet.get("subject") or {}).get("id")),
+        ("metaData", packet.get("metaData")),
+    )
+    return [
+        Problem(
+            "invalid",
+            name,
+            "is required (GA4GH Phenopacket v2 schema)",
+            field=prefix + fld,
+        )
+        for fld, ok in checks
+        if not ok
+    ]
 
 
 def _redact(name: str, packets: list[dict], key: bytes) -> str:
@@ -460,8 +547,9 @@ class _Reader:
     # -- problems and codes ---------------------------------------------------
     def problem(self, code: str, where: str, value: Any, message: str) -> None:
         """Record one problem at JSON path ``where``."""
-        self.problems.append(Problem(code, self.source, message, field=where,
-                                     value=repr(value)[:80]))
+        self.problems.append(
+            Problem(code, self.source, message, field=where, value=repr(value)[:80])
+        )
 
     def coding(self, term: dict) -> dict:
         """FHIR-style coding ``{system, code, display}`` of an ontology class."""
@@ -482,7 +570,9 @@ class _Reader:
         return coding, row
 
     # -- one phenopacket ------------------------------------------------------
-    def record(self, packet: dict, key: bytes, site_offset: int | None) -> PatientRecord:
+    def record(
+        self, packet: dict, key: bytes, site_offset: int | None
+    ) -> PatientRecord:
         """Map one phenopacket to a record."""
         self.prefixes = _resource_prefixes(packet.get("metaData") or {})
         patient = _Patient()
@@ -506,8 +596,12 @@ class _Reader:
             disease=diagnosis.group if diagnosis else None,
             product=min(infusions, key=lambda e: e.start).name if infusions else None,
         )
-        return PatientRecord(facts, tuple(patient.observations), tuple(patient.events),
-                             site_utc_offset_min=site_offset)
+        return PatientRecord(
+            facts,
+            tuple(patient.observations),
+            tuple(patient.events),
+            site_utc_offset_min=site_offset,
+        )
 
     def _each(self, packet: dict, element: str, patient: _Patient, mapper) -> None:
         for index, item in enumerate(packet.get(element) or ()):
@@ -521,56 +615,80 @@ class _Reader:
 
     # -- elements -------------------------------------------------------------
     def _measurement(self, item: dict, where: str, patient: _Patient) -> None:
-        coding, row = self.mapped("measurements", "assay", item.get("assay") or {},
-                                  "observation")
+        coding, row = self.mapped(
+            "measurements", "assay", item.get("assay") or {}, "observation"
+        )
         quantity = (item.get("value") or {}).get("quantity")
         if quantity is None:
             raise _Skip("value is not a quantity")
-        when = self._instant(item.get("timeObserved"), f"{where}.timeObserved",
-                             use_start=True)[0]
+        when = self._instant(
+            item.get("timeObserved"), f"{where}.timeObserved", use_start=True
+        )[0]
         unit_term = quantity.get("unit") or {}
         ucum = unit_ucum(unit_term)
         if ucum is None:
-            raise _Skip(f"unit {unit_term.get('id')!r} ({unit_term.get('label', '')}) "
-                        "is not UCUM or a known UO/NCIT unit")
+            raise _Skip(
+                f"unit {unit_term.get('id')!r} ({unit_term.get('label', '')}) "
+                "is not UCUM or a known UO/NCIT unit"
+            )
         value = float(quantity.get("value", 0.0))
+        if not math.isfinite(value):
+            at = f"{where}.value.quantity.value"
+            self.problem("non-finite", at, value, "is not a finite number")
+            raise _Skip("problem")
         try:
             converted = to_canonical(value, ucum, row.target)
         except UnitError as exc:
-            self.problem("unit", f"{where}.value.quantity.unit", unit_term.get("id"), str(exc))
+            self.problem(
+                "unit", f"{where}.value.quantity.unit", unit_term.get("id"), str(exc)
+            )
             raise _Skip("problem") from None
         description = str(item.get("description", ""))
         censored = _CENSORED.search(description)
         source_id = _SOURCE_ID.search(description)
-        patient.observations.append(Observation(
-            quantity=row.target, time=when[0], value=converted,
-            unit=canonical_unit(row.target), censored=censored and censored.group(1),
-            source_code=f"{coding['system']}|{coding['code']}", source_value=value,
-            source_unit=ucum, source_id=source_id.group(1) if source_id else where,
-            source_utc_offset_min=when[1]))
+        patient.observations.append(
+            Observation(
+                quantity=row.target,
+                time=when[0],
+                value=converted,
+                unit=canonical_unit(row.target),
+                censored=censored and censored.group(1),
+                source_code=f"{coding['system']}|{coding['code']}",
+                source_value=value,
+                source_unit=ucum,
+                source_id=source_id.group(1) if source_id else where,
+                source_utc_offset_min=when[1],
+            )
+        )
 
     def _action(self, item: dict, where: str, patient: _Patient) -> None:
         if "treatment" in item:
             self._treatment(item["treatment"], f"{where}.treatment", patient)
         elif "procedure" in item:
             procedure = item["procedure"]
-            coding, row = self.mapped("medicalActions", "procedure.code",
-                                      procedure.get("code") or {}, "event")
-            start, end = self._instant(procedure.get("performed"), f"{where}.procedure.performed")
+            coding, row = self.mapped(
+                "medicalActions", "procedure.code", procedure.get("code") or {}, "event"
+            )
+            start, end = self._instant(
+                procedure.get("performed"), f"{where}.procedure.performed"
+            )
             patient.events.append(_event(row, coding, start, end, where))
         else:
             kind = next(iter(item), "empty")
             raise _Skip(f"{kind} is not read (no time or not a cartwin event)")
 
     def _treatment(self, treatment: dict, where: str, patient: _Patient) -> None:
-        coding, row = self.mapped("medicalActions", "treatment.agent",
-                                  treatment.get("agent") or {}, "event")
+        coding, row = self.mapped(
+            "medicalActions", "treatment.agent", treatment.get("agent") or {}, "event"
+        )
         intervals = treatment.get("doseIntervals") or ()
         if not intervals:
             raise _Skip("treatment without doseIntervals has no time")
         for index, dose in enumerate(intervals):
             at = f"{where}.doseIntervals[{index}]"
-            start, end = self._instant({"interval": dose.get("interval")}, f"{at}.interval")
+            start, end = self._instant(
+                {"interval": dose.get("interval")}, f"{at}.interval"
+            )
             amount, unit = self._dose(dose.get("quantity"), row, f"{at}.quantity")
             event = _event(row, coding, start, end, at, amount, unit)
             if row.kind == "oxygen" and not row.detail and _is_pressure(unit):
@@ -582,23 +700,36 @@ class _Reader:
             return None, ""
         unit = unit_ucum(quantity.get("unit") or {}) or ""
         value = float(quantity.get("value", 0.0))
+        if not math.isfinite(value):
+            self.problem(
+                "non-finite", f"{where}.value", value, "is not a finite number"
+            )
+            raise _Skip("problem")
         if row.kind != "infusion":
             return value, unit
         match = _CELLS.match(unit)
         if match is None:
-            message = "a CAR T dose must be a number of cells: UCUM {cells} or 10*N{cells}"
-            self.problem("unit", f"{where}.unit", (quantity.get("unit") or {}).get("id"), message)
+            message = (
+                "a CAR T dose must be a number of cells: UCUM {cells} or 10*N{cells}"
+            )
+            self.problem(
+                "unit", f"{where}.unit", (quantity.get("unit") or {}).get("id"), message
+            )
             raise _Skip("problem")
         return value * 10 ** int(match.group(1) or 0), "{cells}"
 
     def _feature(self, item: dict, where: str, patient: _Patient) -> None:
-        coding, row = self.mapped("phenotypicFeatures", "type", item.get("type") or {}, "event")
+        coding, row = self.mapped(
+            "phenotypicFeatures", "type", item.get("type") or {}, "event"
+        )
         if item.get("excluded"):
             raise _Skip("excluded")
         start = self._instant(item.get("onset"), f"{where}.onset", use_start=True)[0]
         end = None
         if item.get("resolution"):
-            end = self._instant(item["resolution"], f"{where}.resolution", use_start=True)[0]
+            end = self._instant(
+                item["resolution"], f"{where}.resolution", use_start=True
+            )[0]
         _check_order(self, start[0], end and end[0], where)
         patient.events.append(_event(row, coding, start, end, where))
 
@@ -613,8 +744,16 @@ class _Reader:
             raise _Skip("no CAR T disease code")
         onset = (item.get("onset") or {}).get("timestamp", "9999-12-31")
         code = f"{coding['system']}|{coding['code']}" if coding["code"] else None
-        patient.diagnoses.append(_Diagnosis(group == "other", str(onset), len(patient.diagnoses),
-                                            group, coding["display"] or None, code))
+        patient.diagnoses.append(
+            _Diagnosis(
+                group == "other",
+                str(onset),
+                len(patient.diagnoses),
+                group,
+                coding["display"] or None,
+                code,
+            )
+        )
 
     # -- time -----------------------------------------------------------------
     def _instant(self, element: dict | None, where: str, *, use_start: bool = False):
@@ -632,26 +771,34 @@ class _Reader:
             return start, (None if end is None or end[0] == start[0] else end)
         kinds = [k for k in _AGE_KINDS if k in element]
         if kinds:
-            raise _Skip(f"time given as {kinds[0]}: an age needs the date of birth, "
-                        "which cartwin does not keep")
+            raise _Skip(
+                f"time given as {kinds[0]}: an age needs the date of birth, "
+                "which cartwin does not keep"
+            )
         raise _Skip("no time")
 
-    def _age(self, subject: dict, patient: _Patient, infusions: list[Event]) -> int | None:
+    def _age(
+        self, subject: dict, patient: _Patient, infusions: list[Event]
+    ) -> int | None:
         birth = subject.get("dateOfBirth")
-        points = [(e.start, e.source_utc_offset_min) for e in infusions] or \
-            [(o.time, o.source_utc_offset_min) for o in patient.observations] + \
-            [(e.start, e.source_utc_offset_min) for e in patient.events]
-        if birth and points:
-            instant, offset = min(points) if infusions else max(points)
+        reference = _reference_point(patient, infusions)
+        if birth and reference is not None:
+            instant, offset = reference
             day = (instant + dt.timedelta(minutes=offset)).date()
             born = _parse_instant(birth)[0].date()
-            years = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+            years = (
+                day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+            )
             if years >= 0:
                 return years
-            self.problem("invalid", "subject.dateOfBirth", birth,
-                         f"is after the patient's reference day {day.isoformat()}")
+            self.problem(
+                "invalid",
+                "subject.dateOfBirth",
+                birth,
+                f"is after the patient's reference day {day.isoformat()}",
+            )
             return None
-        duration = ((subject.get("timeAtLastEncounter") or {}).get("age") or {})
+        duration = (subject.get("timeAtLastEncounter") or {}).get("age") or {}
         return _duration_years(duration.get("iso8601duration"))
 
     # -- report ---------------------------------------------------------------
@@ -662,13 +809,29 @@ class _Reader:
             for quantity, count in record.quantities().items():
                 quantities[quantity] = quantities.get(quantity, 0) + count
         return PhenopacketReport(
-            source_name=name, source_sha256=digest, schema_version=schema,
-            validation=f"phenopackets {_package_version()} protobuf JSON parsing ({kind})",
+            source_name=name,
+            source_sha256=digest,
+            schema_version=schema,
+            validation=(
+                f"phenopackets {_package_version()} protobuf JSON parsing ({kind})"
+            ),
             code_maps=(*self.codes.sources, "cartwin.io.phenopacket.PHENOPACKET_CODES"),
-            elements=self.tally.resource_counts(), codings=self.tally.coding_counts(),
-            n_patients=len(records), n_observations=sum(len(r.observations) for r in records),
+            elements=self.tally.resource_counts(),
+            codings=self.tally.coding_counts(),
+            n_patients=len(records),
+            n_observations=sum(len(r.observations) for r in records),
             n_events=sum(len(r.events) for r in records),
-            quantities=tuple(sorted(quantities.items())))
+            quantities=tuple(sorted(quantities.items())),
+        )
+
+
+def _reference_point(patient: _Patient, infusions: list[Event]):
+    """(instant, UTC offset) of the first infusion, else of the last data point."""
+    if infusions:
+        return min((e.start, e.source_utc_offset_min) for e in infusions)
+    points = [(o.time, o.source_utc_offset_min) for o in patient.observations]
+    points += [(e.start, e.source_utc_offset_min) for e in patient.events]
+    return max(points) if points else None
 
 
 def _package_version() -> str:
@@ -681,10 +844,18 @@ def _package_version() -> str:
 
 
 def _event(row, coding, start, end, where, dose=None, dose_unit="") -> Event:
-    return Event(kind=row.kind, start=start[0], end=None if end is None else end[0],
-                 name=coding["display"] or row.display, dose=dose, dose_unit=dose_unit,
-                 detail=row.detail, source_code=f"{coding['system']}|{coding['code']}",
-                 source_id=where, source_utc_offset_min=start[1])
+    return Event(
+        kind=row.kind,
+        start=start[0],
+        end=None if end is None else end[0],
+        name=coding["display"] or row.display,
+        dose=dose,
+        dose_unit=dose_unit,
+        detail=row.detail,
+        source_code=f"{coding['system']}|{coding['code']}",
+        source_id=where,
+        source_utc_offset_min=start[1],
+    )
 
 
 def _is_pressure(ucum: str) -> bool:
@@ -697,8 +868,12 @@ def _is_pressure(ucum: str) -> bool:
 
 def _check_order(reader: _Reader, start, end, where: str) -> None:
     if end is not None and end < start:
-        reader.problem("dates-out-of-order", where, end.isoformat(),
-                       f"ends before it starts ({start.isoformat()})")
+        reader.problem(
+            "dates-out-of-order",
+            where,
+            end.isoformat(),
+            f"ends before it starts ({start.isoformat()})",
+        )
         raise _Skip("problem")
 
 
@@ -718,7 +893,7 @@ def _duration_years(text: str | None) -> int | None:
 
 
 def _pseudonym(source_id: str, key: bytes) -> str:
-    tail = source_id[len(PSEUDONYM_ID_PREFIX):]
+    tail = source_id[len(PSEUDONYM_ID_PREFIX) :]
     if source_id.startswith(PSEUDONYM_ID_PREFIX) and looks_like_pseudonym(tail):
         return tail
     return pseudonymise(source_id, key)
@@ -754,13 +929,19 @@ def _by_label(codes: CodeMap, label: str, target_type: str) -> CodeMapping | Non
     if not wanted:
         return None
     rows = [*codes.rows.values(), *_EXTRA_ROWS.values()]
-    hits = {r.target: r for r in rows
-            if r.target_type == target_type and " ".join(r.display.lower().split()) == wanted}
+    hits = {
+        r.target: r
+        for r in rows
+        if r.target_type == target_type
+        and " ".join(r.display.lower().split()) == wanted
+    }
     return next(iter(hits.values())) if len(hits) == 1 else None
 
 
 # -- codes ----------------------------------------------------------------------
-def curie_to_coding(curie: str, resource_urls: dict[str, str] | None = None) -> tuple[str, str]:
+def curie_to_coding(
+    curie: str, resource_urls: dict[str, str] | None = None
+) -> tuple[str, str]:
     """``(system, code)`` of a CURIE such as ``LOINC:718-7``.
 
     Known prefixes (:data:`CURIE_SYSTEMS`, case-insensitive) give FHIR system
@@ -812,8 +993,9 @@ def unit_ucum(unit: dict) -> str | None:
 
 def disease_group(coding: dict, codes: CodeMap) -> str | None:
     """Disease group of a disease term (rules in the module docstring)."""
-    row = codes.lookup(coding["system"], coding["code"]) or \
-        _EXTRA_ROWS.get((coding["system"], coding["code"]))
+    row = codes.lookup(coding["system"], coding["code"]) or _EXTRA_ROWS.get(
+        (coding["system"], coding["code"])
+    )
     if row is not None and row.target_type == "diagnosis":
         return row.target
     label = coding.get("display") or ""
@@ -857,17 +1039,20 @@ def export_phenopacket(
     Warns
     -----
     DataQualityWarning
-        For events no code in the table can express (they are left out).
+        For observations or events no code in the table can express (they are
+        left out).
     """
     if version.pseudonym != record.facts.pseudonym:
-        raise DataError(f"twin version {version.version_id} is of patient "
-                        f"{version.pseudonym}, not {record.facts.pseudonym}")
+        raise DataError(
+            f"twin version {version.version_id} is of patient "
+            f"{version.pseudonym}, not {record.facts.pseudonym}"
+        )
     writer = _Writer(load_code_map(extra_codes))
     document = {
         "id": f"cartwin-twin-{version.version_id}",
         "subject": _subject(record.facts),
         "phenotypicFeatures": [],
-        "measurements": [writer.measurement(o) for o in record.observations],
+        "measurements": writer.measurements(record.observations),
         "diseases": writer.diseases(record.facts),
         "medicalActions": [],
     }
@@ -875,6 +1060,13 @@ def export_phenopacket(
     document["measurements"] += writer.twin_outputs(version)
     document["metaData"] = writer.meta_data(version)
     document = {k: v for k, v in document.items() if v != []}
+    if writer.skipped:
+        warnings.warn(
+            "not exported, no code in the code table expresses them: "
+            + ", ".join(writer.skipped),
+            DataQualityWarning,
+            stacklevel=2,
+        )
     try:
         ParseDict(document, pps.Phenopacket())
     except ParseError as exc:  # a bug of this exporter, not of the data
@@ -885,7 +1077,9 @@ def export_phenopacket(
 def _subject(facts: PatientFacts) -> dict:
     subject: dict[str, Any] = {"id": PSEUDONYM_ID_PREFIX + facts.pseudonym}
     if facts.age_years is not None:
-        subject["timeAtLastEncounter"] = {"age": {"iso8601duration": f"P{facts.age_years}Y"}}
+        subject["timeAtLastEncounter"] = {
+            "age": {"iso8601duration": f"P{facts.age_years}Y"}
+        }
     if facts.sex in _SEX_OUT:
         subject["sex"] = _SEX_OUT[facts.sex]
     return subject
@@ -927,17 +1121,33 @@ class _Writer:
                 return row.system, row.code, row.display
         return None
 
-    def measurement(self, obs: Observation) -> dict:
+    def measurements(self, observations) -> list[dict]:
+        """Measurements of the observations that some code expresses."""
+        items = []
+        for obs in observations:
+            found = self.coding_for(obs.source_code, "observation", obs.quantity)
+            if found is None:
+                self.skipped.append(f"{obs.quantity} at {obs.time.isoformat()}")
+            else:
+                items.append(self.measurement(obs, found))
+        return items
+
+    def measurement(self, obs: Observation, coding: tuple[str, str, str]) -> dict:
         """Measurement of one observation (canonical value and unit)."""
-        system, code, display = self.coding_for(obs.source_code, "observation", obs.quantity)
-        notes = [f"censored={obs.censored} (value is the limit of quantification)"] \
-            if obs.censored else []
+        system, code, display = coding
+        notes = (
+            [f"censored={obs.censored} (value is the limit of quantification)"]
+            if obs.censored
+            else []
+        )
         notes += [f"source_id={obs.source_id}"] if obs.source_id else []
         self.systems.add(CURIE_SYSTEMS["UCUM"][0])
         item = {
             "assay": self.term(system, code, display),
             "value": {"quantity": {"unit": _unit(obs.unit), "value": obs.value}},
-            "timeObserved": {"timestamp": _timestamp(obs.time, obs.source_utc_offset_min)},
+            "timeObserved": {
+                "timestamp": _timestamp(obs.time, obs.source_utc_offset_min)
+            },
         }
         if notes:
             item["description"] = "cartwin: " + "; ".join(notes)
@@ -953,7 +1163,7 @@ class _Writer:
         return [{"term": term}]
 
     def events(self, events, document: dict) -> None:
-        """Add treatments, procedures and findings; warn about the unwritable."""
+        """Add treatments, procedures and findings; note those without a code."""
         for event in events:
             if event.detail == "requested":
                 continue
@@ -964,9 +1174,6 @@ class _Writer:
                 continue
             term = self.term(found[0], found[1], event.name or found[2])
             self._add_event(event, term, document)
-        if self.skipped:
-            warnings.warn(f"events with no code for their kind were not exported: "
-                          f"{', '.join(self.skipped)}", DataQualityWarning, stacklevel=3)
 
     def _add_event(self, event: Event, term: dict, document: dict) -> None:
         offset = event.source_utc_offset_min
@@ -983,11 +1190,17 @@ class _Writer:
                 dose["quantity"] = {"unit": _unit(event.dose_unit), "value": event.dose}
                 self.systems.add(CURIE_SYSTEMS["UCUM"][0])
             document["medicalActions"].append(
-                {"treatment": {"agent": term, "doseIntervals": [dose]}})
+                {"treatment": {"agent": term, "doseIntervals": [dose]}}
+            )
         else:
-            performed = {"interval": {"start": start, "end": end}} if end else {"timestamp": start}
-            document["medicalActions"].append({"procedure": {"code": term,
-                                                             "performed": performed}})
+            performed = (
+                {"interval": {"start": start, "end": end}}
+                if end
+                else {"timestamp": start}
+            )
+            document["medicalActions"].append(
+                {"procedure": {"code": term, "performed": performed}}
+            )
 
     def twin_outputs(self, version: TwinVersion) -> list[dict]:
         """Forecast summaries, scores and maximum grades as measurements."""
@@ -999,55 +1212,102 @@ class _Writer:
         for name, summary in (kinetics.get("derived") or {}).items():
             if summary.get("median") is None:
                 continue
-            quantity = {"unit": _unit(summary["unit"]), "value": summary["median"],
-                        "referenceRange": {"unit": _unit(summary["unit"]),
-                                           "low": summary["lower"], "high": summary["upper"]}}
-            items.append(self._output(f"kinetics-{name}", f"forecast {name} (median)",
-                                      quantity, when, f"{note}; referenceRange is the "
-                                      f"{interval} posterior predictive interval"))
+            quantity = {
+                "unit": _unit(summary["unit"]),
+                "value": summary["median"],
+                "referenceRange": {
+                    "unit": _unit(summary["unit"]),
+                    "low": summary["lower"],
+                    "high": summary["upper"],
+                },
+            }
+            items.append(
+                self._output(
+                    f"kinetics-{name}",
+                    f"forecast {name} (median)",
+                    quantity,
+                    when,
+                    f"{note}; referenceRange is the "
+                    f"{interval} posterior predictive interval",
+                )
+            )
         for score in version.outputs.get("scores") or ():
             if score.get("value") is not None:
                 text = f"{score['name']} {score.get('timepoint', '')}".lower()
                 slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
                 quantity = {"unit": _unit("1"), "value": score["value"]}
                 label = f"{score['name']} ({score.get('timepoint') or 'no time point'})"
-                items.append(self._output(f"score-{slug}", label, quantity, when,
-                                          f"{note}; category {score.get('category')}"))
+                items.append(
+                    self._output(
+                        f"score-{slug}",
+                        label,
+                        quantity,
+                        when,
+                        f"{note}; category {score.get('category')}",
+                    )
+                )
         for which in ("crs", "icans"):
             grade = (version.outputs.get(which) or {}).get("max_grade")
             if grade is not None:
                 quantity = {"unit": _unit("1"), "value": grade}
-                items.append(self._output(f"{which}-max-grade",
-                                          f"ASTCT {which.upper()} maximum grade",
-                                          quantity, when, note))
+                items.append(
+                    self._output(
+                        f"{which}-max-grade",
+                        f"ASTCT {which.upper()} maximum grade",
+                        quantity,
+                        when,
+                        note,
+                    )
+                )
         return items
 
-    def _output(self, code: str, label: str, quantity: dict, when: dict, note: str) -> dict:
+    def _output(
+        self, code: str, label: str, quantity: dict, when: dict, note: str
+    ) -> dict:
         system = CURIE_SYSTEMS[TWIN_PREFIX][0]
         self.systems.add(CURIE_SYSTEMS["UCUM"][0])
-        return {"assay": self.term(system, code, label), "value": {"quantity": quantity},
-                "timeObserved": when, "description": note}
+        return {
+            "assay": self.term(system, code, label),
+            "value": {"quantity": quantity},
+            "timeObserved": when,
+            "description": note,
+        }
 
     def meta_data(self, version: TwinVersion) -> dict:
         """``metaData``: creator, schema version, resources of every prefix used."""
         resources = []
         for system in sorted(self.systems):
             prefix = coding_to_curie(system, "x").rpartition(":")[0]
-            name = CURIE_SYSTEMS.get(prefix, (system, False, f"code system {system}"))[2]
+            name = CURIE_SYSTEMS.get(prefix, (system, False, f"code system {system}"))[
+                2
+            ]
             cartwin = system.startswith("https://cartwin.org/")
-            resources.append({
-                "id": prefix.lower(), "name": name, "url": system,
-                "version": __version__ if cartwin else "unspecified",
-                "namespacePrefix": prefix, "iriPrefix": system + "/"})
+            resources.append(
+                {
+                    "id": prefix.lower(),
+                    "name": name,
+                    "url": system,
+                    "version": __version__ if cartwin else "unspecified",
+                    "namespacePrefix": prefix,
+                    "iriPrefix": system + "/",
+                }
+            )
         return {
             "created": _timestamp(version.created_at, 0),
             "createdBy": f"cartwin {__version__}",
             "resources": resources,
             "phenopacketSchemaVersion": SCHEMA_VERSION,
-            "externalReferences": [{
-                "id": f"cartwin.twin:{version.version_id}",
-                "description": (f"cartwin twin version {version.version_id}: model "
-                                f"{version.model_name} {version.model_version}, cartwin "
-                                f"{version.package_version}, data sha256 {version.data_hash}"),
-            }],
+            "externalReferences": [
+                {
+                    "id": f"cartwin.twin:{version.version_id}",
+                    "description": (
+                        f"cartwin twin version {version.version_id}: model "
+                        f"{version.model_name} {version.model_version}, cartwin "
+                        f"{version.package_version}, data sha256 {version.data_hash}"
+                    ),
+                }
+            ],
         }
+
+
+_EXTRA_ROWS = _extra_rows()
