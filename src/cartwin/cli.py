@@ -369,6 +369,64 @@ def _write_report(patient: str, output: Path, store_path) -> dict[str, Any]:
     return {"report": str(output), **_version_summary(version)}
 
 
+# -- export / reproduce ---------------------------------------------------------
+@app.command("export")
+def export_cmd(
+    patient: str = typer.Argument(..., help="Source id or pseudonym."),
+    fmt: str = typer.Option(
+        ..., "--format",
+        help="fhir, phenopacket, omop, omop-duckdb, ro-crate, csv, xlsx or parquet.",
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="File or folder to write."),
+    layout: str = typer.Option("long", help="Table layout for csv/xlsx/parquet: long or wide."),
+    store: Optional[Path] = StoreOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Export a patient's latest twin version (and data) in a standard format."""
+    _configure()
+    from cartwin.errors import StoreError
+    from cartwin.io.exports import export_patient
+    from cartwin.store import open_store
+
+    try:
+        with open_store(store, read_only=True) as db:
+            pseudonym = db.resolve_patient(patient, _optional_key())
+            version = db.latest_twin_version(pseudonym)
+            record = db.load_record(pseudonym)
+        if version is None:
+            raise StoreError(
+                f"patient {pseudonym} has no twin yet: run `cartwin twin update {pseudonym}`"
+            )
+        result = export_patient(record, version, fmt, output, layout=layout)
+    except CartwinError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json({"pseudonym": pseudonym, "version_id": version.version_id, **result})
+    else:
+        out.print(f"{fmt} export of {pseudonym} (twin version {version.version_id}) written to {output}")
+
+
+@app.command("reproduce")
+def reproduce_cmd(
+    crate: Path = typer.Argument(..., help="RO-Crate folder written by `cartwin export --format ro-crate`."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-run a twin version from its RO-Crate and compare every output."""
+    _configure()
+    from cartwin.io.rocrate import reproduce_rocrate
+
+    try:
+        result = reproduce_rocrate(crate)
+    except CartwinError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json(_as_dict(result))
+    else:
+        out.print(result.summary())
+    if not result.ok:
+        raise typer.Exit(code=1)
+
+
 # -- patients -----------------------------------------------------------------
 @app.command("patients")
 def patients_cmd(store: Optional[Path] = StoreOption, as_json: bool = JsonOption) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,22 @@ def detect_format(source: str | Path, *, mapping: Path | None = None) -> str:
     head = _head(path)
     if '"resourceType"' in head:
         return "fhir"
-    if '"metaData"' in head or '"meta_data"' in head or '"phenotypicFeatures"' in head:
+    if _is_phenopacket(path):
         return "phenopacket"
     raise DataError(
         f"{path.name}: cannot tell the format (not FHIR, Phenopacket, OMOP or a "
         f"table); use --format with one of {', '.join(FORMATS)}"
     )
+
+
+def _is_phenopacket(path: Path) -> bool:
+    from cartwin.io.phenopacket import is_phenopacket
+
+    try:
+        document = json.loads(_head(path, size=-1))
+    except ValueError:
+        return False
+    return isinstance(document, dict) and is_phenopacket(document)
 
 
 def _head(path: Path, size: int = 65536) -> str:
