@@ -168,7 +168,7 @@ OMOP_COLUMNS = {
                 "valid_start_date", "valid_end_date", "invalid_reason"),
     "concept_ancestor": ("ancestor_concept_id", "descendant_concept_id",
                          "min_levels_of_separation", "max_levels_of_separation"),
-}  # fmt: skip
+}
 
 
 def omop_sample_dir() -> Path:
@@ -240,7 +240,7 @@ def _run_as_postgres_user(cmd: list[str]) -> list[str]:
     try:
         _pwd.getpwnam("postgres")
     except KeyError:
-        _require_postgres("running as root and there is no 'postgres' user to run initdb")
+        _require_postgres("running as root, and no 'postgres' user to run initdb as")
     if _shutil.which("runuser"):
         return ["runuser", "-u", "postgres", "--", *cmd]
     return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(map(_shell_quote, cmd))]
@@ -265,24 +265,36 @@ class PostgresServer:
         self.url = f"postgresql://cartwin@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
-        done = _subprocess.run(_run_as_postgres_user([str(a) for a in args]),
-                               capture_output=True, text=True, timeout=120)  # fmt: skip
+        command = _run_as_postgres_user([str(a) for a in args])
+        done = _subprocess.run(
+            command, check=False, capture_output=True, text=True, timeout=120
+        )
         if done.returncode != 0:
             log = self.root / "server.log"
             tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{args[0]} failed: {done.stderr}\n{done.stdout}\n{tail}")
+            raise RuntimeError(
+                f"{args[0]} failed: {done.stderr}\n{done.stdout}\n{tail}"
+            )
 
     def start(self) -> PostgresServer:
-        self._run(self.bindir / "initdb", "-D", self.data, "-U", "cartwin",
-                  "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")  # fmt: skip
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")  # fmt: skip
-        self._run(self.bindir / "pg_ctl", "-D", self.data, "-o", options,
-                  "-l", self.root / "server.log", "-w", "-t", "60", "start")  # fmt: skip
+        self._run(
+            self.bindir / "initdb", "-D", self.data, "-U", "cartwin", "-A", "trust",
+            "-E", "UTF8", "--locale=C", "--no-sync",
+        )  # fmt: skip
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            self.bindir / "pg_ctl", "-D", self.data, "-o", options,
+            "-l", self.root / "server.log", "-w", "-t", "60", "start",
+        )  # fmt: skip
         return self
 
     def stop(self) -> None:
-        self._run(self.bindir / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+        self._run(
+            self.bindir / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"
+        )
 
     def connect(self):
         import psycopg
@@ -302,7 +314,7 @@ class PostgresServer:
                 ).fetchall()
                 table = f'"{schema}"."{csv_path.stem.lower()}"'
                 columns = ", ".join(f'"{name}" {_PG_TYPE.get(kind, "text")}'
-                                    for name, kind, *_ in described)  # fmt: skip
+                                    for name, kind, *_ in described)
                 con.execute(f"CREATE TABLE {table} ({columns})")
                 with con.cursor().copy(
                     f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)"
@@ -312,7 +324,7 @@ class PostgresServer:
 
 _PG_TYPE = {"BIGINT": "bigint", "INTEGER": "integer", "DOUBLE": "double precision",
             "DATE": "date", "TIMESTAMP": "timestamp", "VARCHAR": "text",
-            "BOOLEAN": "boolean"}  # fmt: skip
+            "BOOLEAN": "boolean"}
 
 
 @pytest.fixture(scope="session")
@@ -351,7 +363,7 @@ def omop_sample() -> Path:
 
 @pytest.fixture
 def omop():
-    """Builders: ``omop.write_csv(folder, tables)``, ``omop.to_duckdb(folder, path)``."""
+    """OMOP builders: ``write_csv(folder, tables)``, ``to_duckdb(folder, path)``."""
 
     class Builders:
         write_csv = staticmethod(write_omop_csv)

@@ -269,6 +269,5 @@ def _target_problems(target_type: str, target: str, where: str) -> Iterable[str]
         )
     elif target_type == "diagnosis" and target not in DISEASE_GROUPS:
         yield (
-            f"{where}: column target = {target!r}; "
-            f"allowed: {', '.join(DISEASE_GROUPS)}"
+            f"{where}: column target = {target!r}; allowed: {', '.join(DISEASE_GROUPS)}"
         )

@@ -134,17 +134,27 @@ class OmopReport:
             },
             "quantities": dict(self.quantities),
             "tables": [
-                {"table": t.table, "read": t.read, "used": t.used,
-                 "skipped": dict(t.skipped)}
+                {
+                    "table": t.table,
+                    "read": t.read,
+                    "used": t.used,
+                    "skipped": dict(t.skipped),
+                }
                 for t in self.tables
             ],
             "concepts": [
-                {"table": c.table, "concept_id": c.concept_id, "name": c.name,
-                 "recognised": c.recognised, "target": c.target, "via": c.via,
-                 "count": c.count}
+                {
+                    "table": c.table,
+                    "concept_id": c.concept_id,
+                    "name": c.name,
+                    "recognised": c.recognised,
+                    "target": c.target,
+                    "via": c.via,
+                    "count": c.count,
+                }
                 for c in self.concepts
             ],
-        }  # fmt: skip
+        }
 
 
 class Tally:

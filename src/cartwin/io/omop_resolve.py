@@ -66,8 +66,9 @@ class Resolver:
     names: dict[int, str] = field(default_factory=dict)
     vocab: dict[int, tuple[str, str, str]] = field(default_factory=dict)
 
-    def resolve(self, source: OmopSource, ids: Iterable[int],
-                drug_ids: Iterable[int] = ()) -> None:  # fmt: skip
+    def resolve(
+        self, source: OmopSource, ids: Iterable[int], drug_ids: Iterable[int] = ()
+    ) -> None:
         """Resolve ``ids``; ``drug_ids`` may also resolve through ancestors."""
         ids = {int(i) for i in ids if i}
         self.vocab = source.concepts(sorted(ids))
@@ -78,7 +79,9 @@ class Resolver:
             found = row or self._from_vocabulary(cid)
             if found is not None:
                 self.targets[cid] = found
-        unresolved = sorted(int(i) for i in drug_ids if i and int(i) not in self.targets)
+        unresolved = sorted(
+            int(i) for i in drug_ids if i and int(i) not in self.targets
+        )
         self._from_ancestors(source, unresolved)
 
     def target(self, concept_id: int | None, table: str) -> ConceptTarget | None:
@@ -120,29 +123,37 @@ class Resolver:
         if not unresolved:
             return
         mapped = self._drug_ancestors(source)
-        links = sorted(source.ancestors(unresolved, sorted(mapped)),
-                       key=lambda r: (r[0], r[2], r[1]))  # fmt: skip
+        links = sorted(
+            source.ancestors(unresolved, sorted(mapped)),
+            key=lambda r: (r[0], r[2], r[1]),
+        )
         for descendant, ancestor, _ in links:
             if descendant in self.targets:
                 continue
             base = mapped[ancestor]
             self.targets[descendant] = ConceptTarget(
-                descendant, base.target_type, base.target,
-                self.names.get(descendant) or base.name, f"ancestor {ancestor}",
-            )  # fmt: skip
-
+                descendant,
+                base.target_type,
+                base.target,
+                self.names.get(descendant) or base.name,
+                f"ancestor {ancestor}",
+            )
 
     def _drug_ancestors(self, source: OmopSource) -> dict[int, ConceptTarget]:
         """Event concepts an unmapped drug may descend from: the concept
         tables' rows and the source's RxNorm concepts of code-table rows."""
         mapped = dict(self.concepts.of_type("event"))
         system = VOCABULARY_SYSTEMS["RxNorm"]
-        rows = {r.code: r for r in self.codes.rows.values()
-                if r.system == system and r.target_type == "event"}  # fmt: skip
+        rows = {
+            r.code: r
+            for r in self.codes.rows.values()
+            if r.system == system and r.target_type == "event"
+        }
         for cid, code in source.concept_ids_of("RxNorm", sorted(rows)).items():
             row = rows[code]
-            mapped.setdefault(cid, ConceptTarget(
-                cid, "event", row.target, row.display, "vocabulary"))  # fmt: skip
+            mapped.setdefault(
+                cid, ConceptTarget(cid, "event", row.target, row.display, "vocabulary")
+            )
         return mapped
 
 
@@ -157,7 +168,9 @@ def via(target: ConceptTarget) -> str:
 
 def _vocabulary_group(entry: tuple[str, str, str], codes: CodeMap) -> str | None:
     name, vocabulary, code = entry
-    system = _ICD10 if vocabulary.upper().startswith("ICD10") else (
-        VOCABULARY_SYSTEMS.get(vocabulary, vocabulary)
+    system = (
+        _ICD10
+        if vocabulary.upper().startswith("ICD10")
+        else (VOCABULARY_SYSTEMS.get(vocabulary, vocabulary))
     )
     return coding_group({"system": system, "code": code, "display": name}, codes)

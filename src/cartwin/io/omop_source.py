@@ -26,7 +26,6 @@ text ``VARCHAR``, ``*_date`` ``DATE``, ``*_datetime`` ``TIMESTAMP``.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import urllib.parse
@@ -39,20 +38,47 @@ import duckdb
 from cartwin.errors import DataError
 
 #: SQL type of each canonical column kind, per dialect.
-_DUCK_TYPES = {"id": "BIGINT", "num": "DOUBLE", "text": "VARCHAR",
-               "date": "DATE", "ts": "TIMESTAMP"}  # fmt: skip
-_PG_TYPES = {"id": "bigint", "num": "double precision", "text": "text",
-             "date": "date", "ts": "timestamp"}  # fmt: skip
+_DUCK_TYPES = {
+    "id": "BIGINT",
+    "num": "DOUBLE",
+    "text": "VARCHAR",
+    "date": "DATE",
+    "ts": "TIMESTAMP",
+}
+_PG_TYPES = {
+    "id": "bigint",
+    "num": "double precision",
+    "text": "text",
+    "date": "date",
+    "ts": "timestamp",
+}
+#: PostgreSQL types (``information_schema``) read without a cast, per kind; their
+#: Python values are already canonical (``numeric`` is cast: it gives Decimal).
+_PG_NATIVE = {
+    "id": {"bigint", "integer", "smallint"},
+    "num": {"double precision"},
+    "text": {"text", "character varying"},
+    "date": {"date"},
+    "ts": {"timestamp without time zone"},
+}
 #: DuckDB type names (``information_schema``) that need no check per kind.
 _DUCK_NATIVE = {
-    "id": {"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT",
-           "UINTEGER", "USMALLINT", "UTINYINT"},
-    "num": {"DOUBLE", "FLOAT", "REAL", "BIGINT", "INTEGER", "SMALLINT",
-            "HUGEINT"},
+    "id": {
+        "BIGINT",
+        "INTEGER",
+        "SMALLINT",
+        "TINYINT",
+        "HUGEINT",
+        "UBIGINT",
+        "UINTEGER",
+        "USMALLINT",
+        "UTINYINT",
+    },
+    "num": {"DOUBLE", "FLOAT", "REAL", "BIGINT", "INTEGER", "SMALLINT", "HUGEINT"},
     "date": {"DATE", "TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S"},
     "ts": {"TIMESTAMP", "DATE", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S"},
     "text": None,
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -101,46 +127,67 @@ def _spec(table: str, key: str, required: str, optional: str) -> TableSpec:
 TABLE_SPECS = {
     spec.table: spec
     for spec in (
-        _spec("person", "person_id",
-              "person_id:id gender_concept_id:id year_of_birth:id",
-              "month_of_birth:id day_of_birth:id birth_datetime:ts "
-              "person_source_value:text gender_source_value:text"),
-        _spec("measurement", "measurement_id",
-              "measurement_id:id person_id:id measurement_concept_id:id "
-              "measurement_date:date",
-              "measurement_datetime:ts operator_concept_id:id value_as_number:num "
-              "unit_concept_id:id unit_source_value:text value_source_value:text "
-              "measurement_source_value:text"),
-        _spec("observation", "observation_id",
-              "observation_id:id person_id:id observation_concept_id:id "
-              "observation_date:date",
-              "observation_datetime:ts value_as_number:num unit_concept_id:id "
-              "unit_source_value:text value_as_string:text "
-              "observation_source_value:text"),
-        _spec("drug_exposure", "drug_exposure_id",
-              "drug_exposure_id:id person_id:id drug_concept_id:id "
-              "drug_exposure_start_date:date",
-              "drug_exposure_start_datetime:ts drug_exposure_end_date:date "
-              "drug_exposure_end_datetime:ts quantity:num "
-              "dose_unit_source_value:text drug_source_value:text"),
-        _spec("procedure_occurrence", "procedure_occurrence_id",
-              "procedure_occurrence_id:id person_id:id procedure_concept_id:id "
-              "procedure_date:date",
-              "procedure_datetime:ts procedure_end_date:date "
-              "procedure_end_datetime:ts procedure_source_value:text"),
-        _spec("condition_occurrence", "condition_occurrence_id",
-              "condition_occurrence_id:id person_id:id condition_concept_id:id "
-              "condition_start_date:date",
-              "condition_start_datetime:ts condition_end_date:date "
-              "condition_end_datetime:ts condition_source_value:text "
-              "condition_source_concept_id:id"),
-        _spec("episode", "episode_id",
-              "episode_id:id person_id:id episode_concept_id:id "
-              "episode_start_date:date episode_object_concept_id:id",
-              "episode_start_datetime:ts episode_end_date:date "
-              "episode_end_datetime:ts episode_source_value:text"),
+        _spec(
+            "person",
+            "person_id",
+            "person_id:id gender_concept_id:id year_of_birth:id",
+            "month_of_birth:id day_of_birth:id birth_datetime:ts "
+            "person_source_value:text gender_source_value:text",
+        ),
+        _spec(
+            "measurement",
+            "measurement_id",
+            "measurement_id:id person_id:id measurement_concept_id:id "
+            "measurement_date:date",
+            "measurement_datetime:ts operator_concept_id:id value_as_number:num "
+            "unit_concept_id:id unit_source_value:text value_source_value:text "
+            "measurement_source_value:text",
+        ),
+        _spec(
+            "observation",
+            "observation_id",
+            "observation_id:id person_id:id observation_concept_id:id "
+            "observation_date:date",
+            "observation_datetime:ts value_as_number:num unit_concept_id:id "
+            "unit_source_value:text value_as_string:text "
+            "observation_source_value:text",
+        ),
+        _spec(
+            "drug_exposure",
+            "drug_exposure_id",
+            "drug_exposure_id:id person_id:id drug_concept_id:id "
+            "drug_exposure_start_date:date",
+            "drug_exposure_start_datetime:ts drug_exposure_end_date:date "
+            "drug_exposure_end_datetime:ts quantity:num "
+            "dose_unit_source_value:text drug_source_value:text",
+        ),
+        _spec(
+            "procedure_occurrence",
+            "procedure_occurrence_id",
+            "procedure_occurrence_id:id person_id:id procedure_concept_id:id "
+            "procedure_date:date",
+            "procedure_datetime:ts procedure_end_date:date "
+            "procedure_end_datetime:ts procedure_source_value:text",
+        ),
+        _spec(
+            "condition_occurrence",
+            "condition_occurrence_id",
+            "condition_occurrence_id:id person_id:id condition_concept_id:id "
+            "condition_start_date:date",
+            "condition_start_datetime:ts condition_end_date:date "
+            "condition_end_datetime:ts condition_source_value:text "
+            "condition_source_concept_id:id",
+        ),
+        _spec(
+            "episode",
+            "episode_id",
+            "episode_id:id person_id:id episode_concept_id:id "
+            "episode_start_date:date episode_object_concept_id:id",
+            "episode_start_datetime:ts episode_end_date:date "
+            "episode_end_datetime:ts episode_source_value:text",
+        ),
     )
-}  # fmt: skip
+}
 
 #: Tables that must be present in every source.
 REQUIRED_TABLES = ("person", "measurement")
@@ -148,9 +195,11 @@ REQUIRED_TABLES = ("person", "measurement")
 VOCABULARY_COLUMNS = {
     "concept": ("concept_id", "concept_name", "vocabulary_id", "concept_code"),
     "concept_ancestor": (
-        "ancestor_concept_id", "descendant_concept_id", "min_levels_of_separation",
+        "ancestor_concept_id",
+        "descendant_concept_id",
+        "min_levels_of_separation",
     ),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -232,9 +281,15 @@ class OmopSource:
         if not ids or not self._vocabulary_ok("concept"):
             return {}
         cols = self.columns["concept"]
-        names = [self._cast(cols[c], k) for c, k in (
-            ("concept_id", "id"), ("concept_name", "text"),
-            ("vocabulary_id", "text"), ("concept_code", "text"))]  # fmt: skip
+        names = [
+            self._cast(cols[c], k)
+            for c, k in (
+                ("concept_id", "id"),
+                ("concept_name", "text"),
+                ("vocabulary_id", "text"),
+                ("concept_code", "text"),
+            )
+        ]
         sql = (
             f"SELECT {', '.join(names)} FROM {self._table('concept')} "
             f"WHERE {self._in_list(self._cast(cols['concept_id'], 'id'))}"
@@ -314,8 +369,9 @@ def quote(identifier: str) -> str:
 class DuckSource(OmopSource):
     """A DuckDB file, or a CSV folder read through an in-memory DuckDB."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, name: str, kind: str,
-                 schema: str) -> None:  # fmt: skip
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, name: str, kind: str, schema: str
+    ) -> None:
         self.con, self.name, self.kind, self.schema = con, name, kind, schema
         rows = con.execute(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
@@ -353,16 +409,22 @@ class DuckSource(OmopSource):
         )
 
     def _in_list(self, expression: str) -> str:
-        return f"list_contains(?, {expression})"
+        return f"{expression} IN (SELECT unnest(?))"
 
     def _bad_cells(self, spec: TableSpec, person_ids) -> tuple[BadCell, ...]:
-        """Cells of non-numeric-value columns whose text does not cast."""
+        """Cells of non-numeric-value columns whose text does not cast.
+
+        At most 1000 rows are listed: one is enough to fail the import, and
+        the list is for finding the pattern, not every row.
+        """
         present = self.columns[spec.table]
         checked = [
-            (c, present[c.name]) for c in spec.columns
-            if c.name in present and c.kind not in ("num", "text")
+            (c, present[c.name])
+            for c in spec.columns
+            if c.name in present
+            and c.kind not in ("num", "text")
             and not _native(present[c.name][1], c.kind)
-        ]  # fmt: skip
+        ]
         if not checked:
             return ()
         key = f"CAST({quote(present[spec.key][0])} AS VARCHAR)"
@@ -378,10 +440,12 @@ class DuckSource(OmopSource):
         found = []
         for row in self._query(sql, self._filter_params(person_ids)):
             n = len(checked)
-            for (column, _), text, bad in zip(checked, row[1:1 + n], row[1 + n:]):
+            texts_flags = zip(checked, row[1 : 1 + n], row[1 + n :], strict=True)
+            for (column, _), text, bad in texts_flags:
                 if bad:
-                    found.append(BadCell(spec.table, row[0], column.name, text,
-                                         column.kind))  # fmt: skip
+                    found.append(
+                        BadCell(spec.table, row[0], column.name, text, column.kind)
+                    )
         return tuple(found)
 
     def _failed(self, stored: str, kind: str) -> str:
@@ -425,6 +489,8 @@ class PostgresSource(OmopSource):
     def _cast(self, column, kind: str) -> str:
         if column is None:
             return f"CAST(NULL AS {_PG_TYPES[kind]})"
+        if column[1].lower() in _PG_NATIVE[kind]:
+            return quote(column[0])  # no cast, so that an index can serve a filter
         return f"CAST({quote(column[0])} AS {_PG_TYPES[kind]})"
 
     def _in_list(self, expression: str) -> str:
@@ -436,12 +502,15 @@ def _pg_connect(url: str, shown: str):
         import psycopg
     except ImportError:  # pragma: no cover - depends on the installation
         raise DataError(
-            "reading OMOP from PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'"
+            "reading OMOP from PostgreSQL needs psycopg 3: "
+            "pip install 'psycopg[binary]'"
         ) from None
     try:
         con = psycopg.connect(url, connect_timeout=10)
     except psycopg.Error as exc:
-        raise DataError(f"cannot connect to OMOP source {shown}: {_first_line(exc)}") from None
+        raise DataError(
+            f"cannot connect to OMOP source {shown}: {_first_line(exc)}"
+        ) from None
     con.read_only = True
     con.execute("SET TIME ZONE 'UTC'")
     return con
@@ -517,24 +586,26 @@ def open_source(source: str | os.PathLike, *, schema: str | None = None) -> Omop
 
 
 def _csv_source(folder: Path) -> DuckSource:
-    con = duckdb.connect(":memory:")
+    files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         table = path.stem.lower()
         if path.suffix.lower() != ".csv" or table not in _CSV_TABLES:
             continue
+        if table in files:
+            raise DataError(
+                f"OMOP source {folder}: {files[table].name} and {path.name} are both "
+                f"table {table}; keep one"
+            )
+        files[table] = path
+    con = duckdb.connect(":memory:")
+    for table, path in files.items():
+        literal = "'" + str(path).replace("'", "''") + "'"
         try:
-            literal = "'" + str(path).replace("'", "''") + "'"
             con.execute(
                 f"CREATE VIEW {quote(table)} AS SELECT * FROM read_csv({literal}, "
                 "header = true, all_varchar = true)"
-            )
+            ).fetchall()
         except duckdb.Error as exc:
             con.close()
             raise DataError(f"cannot read {path}: {_first_line(exc)}") from None
     return DuckSource(con, str(folder), "csv", "main")
-
-
-def to_utc(local: dt.datetime, offset_min: int) -> dt.datetime:
-    """UTC instant of a zone-less site-local datetime."""
-    return (local - dt.timedelta(minutes=offset_min)).replace(tzinfo=dt.timezone.utc)
-

@@ -158,10 +158,10 @@ def _converter(source_unit: str, quantity: str):
 
     # Temperatures have offsets: convert with pint's offset-aware logic.
     if q_src.dimensionality == q_dst.dimensionality and "degree" in str(q_src.units):
-        def convert_temperature(value: float) -> float:
-            return ureg.Quantity(value, q_src.units).to(q_dst.units).magnitude
-
-        return convert_temperature
+        # Temperature scales are affine: convert two points once, then a + b x.
+        zero = ureg.Quantity(0.0, q_src.units).to(q_dst.units).magnitude
+        slope = ureg.Quantity(1.0, q_src.units).to(q_dst.units).magnitude - zero
+        return lambda value: zero + slope * value
     factor = _scale_factor(q_src, q_dst, spec)
     return lambda value: value * factor
 
