@@ -91,3 +91,19 @@ def test_unknown_export_format_is_refused(demo, tmp_path):
     ])
     assert result.exit_code == 2
     assert "unknown export format 'pdf'" in result.output
+
+
+_OMOP = Path(__file__).resolve().parents[2].parent / "shared/data/real/omop/synthea27nj-cdm54"
+
+
+@pytest.mark.skipif(not _OMOP.is_dir(), reason=f"shared OMOP sample not found at {_OMOP}")
+def test_omop_folder_imports_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARTWIN_PSEUDONYM_KEY", "k")
+    args = ["import", str(_OMOP), "--store", str(tmp_path / "o.duckdb"), "--json"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    (item,) = json.loads(first.stdout)
+    assert len(item["patients"]) == 28  # persons in the OHDSI Synthea sample
+    assert item["store"]["already_imported"] is False
+    second = CliRunner().invoke(app, args)
+    assert json.loads(second.stdout)[0]["store"]["already_imported"] is True
