@@ -131,11 +131,14 @@ def import_cmd(
 
 
 def _import_sources(sources, fmt, store_path, key, options) -> list[dict[str, Any]]:
-    from cartwin.io.formats import read_source
+    from cartwin.io.formats import expand_sources, read_source
+    from cartwin.record.pseudonym import key_fingerprint
     from cartwin.store import open_store
 
     results = []
+    sources = expand_sources(sources, fmt)
     with open_store(store_path) as store, _progress() as progress:
+        store.check_key(key_fingerprint(key))
         task = progress.add_task("importing", total=len(sources))
         for source in sources:
             parsed = read_source(source, fmt, key=key, options=options)
@@ -160,21 +163,44 @@ def _import_sources(sources, fmt, store_path, key, options) -> list[dict[str, An
 
 def _print_import(item: dict[str, Any]) -> None:
     store = item["store"]
-    out.print(f"[bold]{item['file']}[/]: patients {', '.join(item['patients'])}")
-    table = Table("stored", "count")
-    for key, value in store.items():
-        if isinstance(value, (int, bool, str)):
-            table.add_row(key, str(value))
-    out.print(table)
-    unused = item["report"].get("unrecognised_codes") or item["report"].get("unused")
-    if unused:
-        out.print(f"codes not used: {_count(unused)} (see --json for the list)")
+    name = item["file"]
+    if store.get("already_imported"):
+        out.print(f"[bold]{name}[/]: already imported, nothing changed")
+        return
+    patients = ", ".join(item["patients"]) or "none"
+    out.print(
+        f"[bold]{name}[/]: patients {patients}; stored "
+        f"{store.get('n_observations', 0)} observations "
+        f"({store.get('n_observations_duplicate', 0)} duplicates skipped), "
+        f"{store.get('n_events', 0)} events "
+        f"({store.get('n_events_duplicate', 0)} duplicates skipped)"
+    )
+    skipped = _skipped(item["report"])
+    if skipped:
+        out.print(
+            "  not used: " + "; ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+            + " (--json lists every code, recognised or not)"
+        )
 
 
-def _count(unused: Any) -> int:
-    if isinstance(unused, dict):
-        return sum(v if isinstance(v, int) else 1 for v in unused.values())
-    return len(unused)
+def _skipped(report: dict[str, Any]) -> dict[str, int]:
+    """Reasons and counts of what an adapter read but did not use."""
+    totals: dict[str, int] = {}
+
+    def add(reasons: Any) -> None:
+        if isinstance(reasons, dict):
+            for why, n in reasons.items():
+                if isinstance(n, int):
+                    totals[why] = totals.get(why, 0) + n
+
+    for section in ("resources", "tables", "elements"):
+        entries = report.get(section)
+        items = entries.values() if isinstance(entries, dict) else entries or []
+        for entry in items:
+            if isinstance(entry, dict):
+                add(entry.get("skipped"))
+    add(report.get("skipped"))
+    return totals
 
 
 # -- twin ---------------------------------------------------------------------
@@ -252,7 +278,7 @@ def twin_show(
     from cartwin.store import open_store
 
     try:
-        with open_store(store) as db:
+        with open_store(store, read_only=True) as db:
             pseudonym = db.resolve_patient(patient, _optional_key())
             versions = db.twin_versions(pseudonym)
     except CartwinError as exc:
@@ -353,7 +379,7 @@ def _write_report(patient: str, output: Path, store_path) -> dict[str, Any]:
     from cartwin.report import render_report
     from cartwin.store import open_store
 
-    with open_store(store_path) as db:
+    with open_store(store_path, read_only=True) as db:
         pseudonym = db.resolve_patient(patient, _optional_key())
         version = db.latest_twin_version(pseudonym)
         if version is None:
@@ -435,7 +461,7 @@ def patients_cmd(store: Optional[Path] = StoreOption, as_json: bool = JsonOption
     from cartwin.store import open_store
 
     try:
-        with open_store(store) as db:
+        with open_store(store, read_only=True) as db:
             persons = [_as_dict(p) for p in db.persons()]
     except CartwinError as exc:
         _fail(exc)
@@ -445,9 +471,13 @@ def patients_cmd(store: Optional[Path] = StoreOption, as_json: bool = JsonOption
     if not persons:
         out.print("no patients in the store")
         return
-    table = Table(*persons[0].keys())
+    columns = ("pseudonym", "n_observations", "n_events", "n_twin_versions",
+               "latest_version", "disease", "product")
+    table = Table("pseudonym", "obs", "events", "versions", "latest version",
+                  "disease", "product")
+    table.columns[0].no_wrap = True
     for person in persons:
-        table.add_row(*(str(v) for v in person.values()))
+        table.add_row(*("" if person.get(c) is None else str(person.get(c)) for c in columns))
     out.print(table)
 
 

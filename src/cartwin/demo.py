@@ -39,8 +39,8 @@ def run_demo(outdir: Path, *, progress: Any = None) -> dict[str, Any]:
     dict
         Paths written, the pseudonym, the twin version id and the import summary.
     """
-    from cartwin.io.fhir import import_fhir
-    from cartwin.record.pseudonym import DEMO_KEY
+    from cartwin.io.formats import ReadOptions, read_source
+    from cartwin.record.pseudonym import DEMO_KEY, key_fingerprint
     from cartwin.report import render_report
     from cartwin.store import open_store
     from cartwin.twin.build import build_twin
@@ -51,8 +51,9 @@ def run_demo(outdir: Path, *, progress: Any = None) -> dict[str, Any]:
     report_path = outdir / "report.html"
 
     _say(progress, f"importing {demo_bundle_path().name}")
-    parsed = import_fhir(demo_bundle_path(), key=DEMO_KEY)
+    parsed = read_source(demo_bundle_path(), "fhir", key=DEMO_KEY, options=ReadOptions())
     with open_store(store_path) as store:
+        store.check_key(key_fingerprint(DEMO_KEY))
         summary = store.import_records(
             parsed.records,
             source_name=parsed.source_name,

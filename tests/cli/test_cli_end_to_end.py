@@ -10,7 +10,6 @@ import bz2
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cartwin.cli import app
+from cartwin.demo import demo_bundle_path
 from cartwin.store import open_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,8 +119,7 @@ BAD_FILES = {
 
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
 def test_bad_file_leaves_store_unchanged(env, name):
-    _json(_run("demo", "--json", "-o", "d"))  # something in the store first
-    shutil.copy(env / "d" / "cartwin-demo.duckdb", env / "store.duckdb")
+    _json(_run("import", str(demo_bundle_path()), "--json"))  # something stored first
     before = _snapshot()
     path = env / name
     path.write_text(BAD_FILES[name], encoding="utf-8")
@@ -144,3 +143,35 @@ def test_import_without_key_is_refused(env, monkeypatch):
     result = _run("import", "whatever.json")
     assert result.exit_code == 2
     assert "CARTWIN_PSEUDONYM_KEY" in result.output
+
+
+def test_import_under_another_key_is_refused(env, monkeypatch):
+    _json(_run("import", str(demo_bundle_path()), "--json"))
+    before = _snapshot()
+    monkeypatch.setenv("CARTWIN_PSEUDONYM_KEY", "a-different-key")
+    result = _run("import", str(demo_bundle_path()))
+    assert result.exit_code == 2
+    assert "another pseudonymisation key" in result.output
+    assert _snapshot() == before
+
+
+def test_stored_source_ids_and_file_hash_are_keyed(env):
+    import hashlib
+
+    raw_sha = hashlib.sha256(demo_bundle_path().read_bytes()).hexdigest()
+    bundle = json.loads(demo_bundle_path().read_text())
+    raw_ids = [e["resource"]["id"] for e in bundle["entry"]][:50]
+    _json(_run("import", str(demo_bundle_path()), "--json"))
+    dump = json.dumps(_snapshot(), default=str)
+    assert raw_sha not in dump
+    assert not [i for i in raw_ids if i in dump]
+    assert "Observation/#" in dump
+
+
+def test_folder_of_fhir_files_imports_file_by_file(env):
+    folder = env / "bundles"
+    folder.mkdir()
+    (folder / "a.json").write_text(demo_bundle_path().read_text())
+    (folder / "notes.txt").write_text("ignored")
+    (item,) = _json(_run("import", str(folder), "--json"))
+    assert item["file"] == "a.json"

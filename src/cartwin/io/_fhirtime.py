@@ -99,7 +99,7 @@ def _parse_date(text: str, site: int | None) -> tuple[dt.datetime, int]:
     if site is None:
         raise TimeProblem(
             "timestamp-no-zone",
-            "is a date without time; pass site_utc_offset_min to place it at "
+            "is a date without time; give the site zone (--site-utc-offset MINUTES, or site_utc_offset_min in Python) to place it at "
             "12:00 site time",
         )
     try:

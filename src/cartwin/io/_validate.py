@@ -211,7 +211,10 @@ def _issue(err: dict) -> Issue:
     value = err.get("input")
     message = str(err["msg"]).removeprefix("Value error, ")
     if is_zoneless(value) and "spec regex" in message:
-        message = "has a time but no UTC offset; add it or pass site_utc_offset_min"
+        message = (
+            "has a time but no UTC offset; add it, or give the site zone "
+            "(--site-utc-offset MINUTES, or site_utc_offset_min in Python)"
+        )
         return Issue("timestamp-no-zone", field, short_repr(value), message)
     if isinstance(value, float) and not math.isfinite(value):
         return Issue("non-finite", field, short_repr(value), "is not a finite number")

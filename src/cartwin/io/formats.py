@@ -34,6 +34,42 @@ class ReadOptions:
     omop_schema: str | None = None
 
 
+_FHIR_FILE_SUFFIXES = (".json", ".ndjson", ".gz", ".bz2")
+_OMOP_MARKERS = ("person.csv", "measurement.csv")
+
+
+def expand_sources(sources: list[str], fmt: str | None) -> list[str]:
+    """Replace each folder of FHIR files by its files (sorted); OMOP folders stay.
+
+    A folder is an OMOP CDM when it holds a ``person`` or ``measurement`` CSV
+    table (any case) or when ``fmt`` is ``"omop"``; otherwise its ``.json``,
+    ``.ndjson`` (optionally ``.gz``/``.bz2``) files are imported one by one,
+    each as its own transaction.
+    """
+    expanded = []
+    for source in sources:
+        path = Path(source)
+        if not path.is_dir() or fmt == "omop" or _is_omop_folder(path):
+            expanded.append(source)
+            continue
+        files = sorted(
+            str(p) for p in path.iterdir()
+            if p.is_file() and p.name.lower().endswith(_FHIR_FILE_SUFFIXES)
+        )
+        if not files:
+            raise DataError(
+                f"folder {path.name} holds neither OMOP CDM tables (person.csv, "
+                "measurement.csv) nor FHIR files (.json, .ndjson, .gz, .bz2)"
+            )
+        expanded.extend(files)
+    return expanded
+
+
+def _is_omop_folder(path: Path) -> bool:
+    names = {p.name.lower() for p in path.iterdir()}
+    return any(marker in names for marker in _OMOP_MARKERS)
+
+
 def detect_format(source: str | Path, *, mapping: Path | None = None) -> str:
     """Name the format of ``source`` from its location and first bytes.
 
@@ -80,10 +116,51 @@ def _head(path: Path, size: int = 65536) -> str:
         raise DataError(f"{path.name}: cannot be read ({exc})") from None
 
 
+@dataclass(frozen=True)
+class SourceImport:
+    """What an adapter read, made safe to store.
+
+    Source resource/row ids are replaced by keyed hashes
+    (:func:`cartwin.record.pseudonym.source_token`) and the import identity is
+    a keyed hash of the adapter's content hash, so neither can be matched
+    against the source system or a published file checksum without the key.
+    """
+
+    records: tuple
+    report: Any
+    source_name: str
+    source_sha256: str
+
+
 def read_source(
     source: str | Path, fmt: str | None, *, key: bytes, options: ReadOptions
+) -> SourceImport:
+    """Read ``source`` in format ``fmt`` (detected when ``None``), ready to store."""
+    import hashlib
+    import hmac
+
+    from cartwin.record.pseudonym import pseudonymise_sources
+
+    parsed = _read_raw(source, fmt, key=key, options=options)
+    records = tuple(pseudonymise_sources(r, key) for r in parsed.records)
+    keyed = hmac.new(key, parsed.source_sha256.encode(), hashlib.sha256).hexdigest()
+    report = _KeyedReport(parsed.report.to_dict(), keyed)
+    return SourceImport(records, report, parsed.source_name, keyed)
+
+
+class _KeyedReport:
+    """An adapter's report with its raw content hash replaced by the keyed one."""
+
+    def __init__(self, data: dict, keyed_sha256: str) -> None:
+        self._data = {**data, "source_sha256": keyed_sha256}
+
+    def to_dict(self) -> dict:
+        return dict(self._data)
+
+
+def _read_raw(
+    source: str | Path, fmt: str | None, *, key: bytes, options: ReadOptions
 ) -> Any:
-    """Read ``source`` in format ``fmt`` (detected when ``None``)."""
     fmt = fmt or detect_format(source, mapping=options.mapping)
     if fmt == "fhir":
         from cartwin.io.fhir import import_fhir

@@ -85,6 +85,54 @@ def pseudonymise(source_id: str, key: bytes, *, namespace: str = "patient") -> s
     return digest[:PSEUDONYM_HEX_DIGITS]
 
 
+def key_fingerprint(key: bytes) -> str:
+    """A fingerprint that tells keys apart without revealing them (16 hex digits).
+
+    Stored with a twin store so that an import under another key is refused.
+    """
+    return pseudonymise("cartwin key fingerprint", key, namespace="key-check")
+
+
+def source_token(source_id: str, key: bytes) -> str:
+    """Keyed hash of a source resource or row id (``Observation/abc``, a row id).
+
+    Resource ids let anyone with access to the source system find the patient,
+    so they are hashed like patient ids before anything is stored; the resource
+    type stays readable: ``Observation/abc`` becomes ``Observation/#1f...``.
+    An empty id, or one already hashed, is returned unchanged.
+    """
+    if not source_id:
+        return source_id
+    kind, sep, rest = source_id.partition("/")
+    tail = rest if sep else kind
+    if tail.startswith("#") and looks_like_pseudonym(tail[1:]):
+        return source_id  # already hashed (e.g. re-import of a cartwin export)
+    digest = pseudonymise(source_id, key, namespace="source")
+    return f"{kind}/#{digest}" if sep else f"#{digest}"
+
+
+def pseudonymise_sources(record, key: bytes):
+    """Return ``record`` with every observation and event source id hashed."""
+    import dataclasses
+
+    from cartwin.record.model import PatientRecord
+
+    observations = [
+        dataclasses.replace(o, source_id=source_token(o.source_id, key))
+        for o in record.observations
+    ]
+    events = [
+        dataclasses.replace(e, source_id=source_token(e.source_id, key))
+        for e in record.events
+    ]
+    return PatientRecord(
+        facts=record.facts,
+        observations=tuple(observations),
+        events=tuple(events),
+        site_utc_offset_min=record.site_utc_offset_min,
+    )
+
+
 def looks_like_pseudonym(text: str) -> bool:
     """Whether ``text`` has the shape of a pseudonym (16 lower-case hex digits)."""
     return len(text) == PSEUDONYM_HEX_DIGITS and all(

@@ -325,6 +325,36 @@ class TwinStore:
             raise StoreError(f"store {self.path} has no valid schema_version")
         return int(row[0])
 
+    # -- key check ------------------------------------------------------------
+    @_store_errors
+    def check_key(self, fingerprint: str) -> None:
+        """Refuse a pseudonymisation key other than the one the store was made with.
+
+        The store keeps only a fingerprint of the key (an HMAC of a fixed text,
+        :func:`cartwin.record.pseudonym.key_fingerprint`), never the key. The
+        first writer records it; a later import under another key would give
+        the same patients new pseudonyms, so it is refused.
+
+        Raises
+        ------
+        StoreError
+            When ``fingerprint`` differs from the one recorded.
+        """
+        row = self._row("SELECT value FROM cartwin_meta WHERE key = 'key_fingerprint'")
+        if row is None:
+            if not self.read_only:
+                self.con.execute(
+                    "INSERT INTO cartwin_meta VALUES ('key_fingerprint', ?)",
+                    [fingerprint],
+                )
+            return
+        if row[0] != fingerprint:
+            raise StoreError(
+                f"store {self.path} was written with another pseudonymisation key "
+                "(its key fingerprint differs); the same patients would get new "
+                "pseudonyms. Use the key the store was made with."
+            )
+
     # -- import ---------------------------------------------------------------
     @_store_errors
     def import_records(
