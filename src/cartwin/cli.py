@@ -32,6 +32,15 @@ app = typer.Typer(
 twin_app = typer.Typer(help="Calibrate and inspect patient twins.", no_args_is_help=True)
 app.add_typer(twin_app, name="twin")
 
+
+def _mount_logic() -> None:
+    from cartwin.logic.cli import logic_app
+
+    app.add_typer(logic_app, name="logic", help="Logical (Boolean) models of T-cell state.")
+
+
+_mount_logic()
+
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
 
