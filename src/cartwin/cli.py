@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -53,7 +54,8 @@ StoreOption = typer.Option(
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
-def _configure() -> None:
+def _configure(as_json: bool = False) -> None:
+    _JSON_MODE["on"] = as_json
     logging.basicConfig(
         level=os.environ.get("CARTWIN_LOG_LEVEL", "WARNING"),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -64,12 +66,22 @@ def _configure() -> None:
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    """Print a clear error (stderr; as JSON on stdout too under --json), exit 2.
+
+    Text from data files is never read as terminal markup, and long paths are
+    not wrapped.
+    """
+    console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+    if _JSON_MODE["on"]:
+        print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
     raise typer.Exit(code=2)
 
 
+_JSON_MODE = {"on": False}
+
+
 def _emit_json(data: Any) -> None:
-    out.print_json(json.dumps(data, default=str), highlight=False)
+    print(json.dumps(data, default=str, indent=2))
 
 
 def _progress() -> Progress:
@@ -119,7 +131,7 @@ def import_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Import patient data into the store (each source is one transaction)."""
-    _configure()
+    _configure(as_json)
     from cartwin.io.formats import ReadOptions
     from cartwin.record.pseudonym import load_key
 
@@ -147,7 +159,8 @@ def _import_sources(sources, fmt, store_path, key, options) -> list[dict[str, An
     results = []
     sources = expand_sources(sources, fmt)
     with open_store(store_path) as store, _progress() as progress:
-        store.check_key(key_fingerprint(key))
+        fingerprint = key_fingerprint(key)
+        store.check_key(fingerprint, record=False)
         task = progress.add_task("importing", total=len(sources))
         for source in sources:
             parsed = read_source(source, fmt, key=key, options=options)
@@ -158,6 +171,7 @@ def _import_sources(sources, fmt, store_path, key, options) -> list[dict[str, An
                 source_sha256=parsed.source_sha256,
                 report=report,
             )
+            store.check_key(fingerprint)  # recorded once something was stored
             results.append(
                 {
                     "file": parsed.source_name,
@@ -174,11 +188,11 @@ def _print_import(item: dict[str, Any]) -> None:
     store = item["store"]
     name = item["file"]
     if store.get("already_imported"):
-        out.print(f"[bold]{name}[/]: already imported, nothing changed")
+        out.print(f"[bold]{escape(name)}[/]: already imported, nothing changed")
         return
     patients = ", ".join(item["patients"]) or "none"
     out.print(
-        f"[bold]{name}[/]: patients {patients}; stored "
+        f"[bold]{escape(name)}[/]: patients {patients}; stored "
         f"{store.get('n_observations', 0)} observations "
         f"({store.get('n_observations_duplicate', 0)} duplicates skipped), "
         f"{store.get('n_events', 0)} events "
@@ -186,9 +200,9 @@ def _print_import(item: dict[str, Any]) -> None:
     )
     skipped = _skipped(item["report"])
     if skipped:
+        reasons = "; ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
         out.print(
-            "  not used: " + "; ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
-            + " (--json lists every code, recognised or not)"
+            f"  not used: {escape(reasons)} (--json lists every code, recognised or not)"
         )
 
 
@@ -222,16 +236,22 @@ def twin_update(
     as_json: bool = JsonOption,
 ) -> None:
     """Calibrate the twin of each patient on all its data; store a new version."""
-    _configure()
+    _configure(as_json)
     try:
-        versions = _update(patients or [], all_patients, store, seed)
+        versions, failures = _update(patients or [], all_patients, store, seed)
     except CartwinError as exc:
         _fail(exc)
     if as_json:
-        _emit_json([_version_summary(v) for v in versions])
-        return
-    for version in versions:
-        _print_version(version)
+        summaries = [_version_summary(v) for v in versions]
+        _emit_json(summaries + [{"failed": True, **f} for f in failures])
+    else:
+        for version in versions:
+            _print_version(version)
+        for failure in failures:
+            console.print(f"error: patient {failure['pseudonym']}: {failure['error']}",
+                          markup=False, highlight=False)
+    if failures:
+        raise typer.Exit(code=2)
 
 
 def _update(names, all_patients, store_path, seed):
@@ -239,19 +259,23 @@ def _update(names, all_patients, store_path, seed):
     from cartwin.twin.build import TwinSettings, build_twin
 
     settings = TwinSettings(seed=seed)
-    versions = []
+    versions, failures = [], []
     with open_store(store_path) as store:
         pseudonyms = _resolve_many(store, names, all_patients)
         with _progress() as progress:
             task = progress.add_task("calibrating", total=len(pseudonyms))
             for pseudonym in pseudonyms:
-                record = store.load_record(pseudonym)
-                parent = store.latest_twin_version(pseudonym)
-                version = build_twin(record, settings=settings, parent=parent)
-                store.save_twin_version(version)
-                versions.append(version)
+                try:
+                    record = store.load_record(pseudonym)
+                    parent = store.latest_twin_version(pseudonym)
+                    version = build_twin(record, settings=settings, parent=parent)
+                    store.save_twin_version(version)
+                    versions.append(version)
+                except CartwinError as exc:
+                    # One patient's data never stop the others' updates.
+                    failures.append({"pseudonym": pseudonym, "error": str(exc)})
                 progress.advance(task)
-    return versions
+    return versions, failures
 
 
 def _resolve_many(store, names, all_patients) -> list[str]:
@@ -282,7 +306,7 @@ def twin_show(
     as_json: bool = JsonOption,
 ) -> None:
     """Show the latest twin version of a patient: scores, grades, forecast."""
-    _configure()
+    _configure(as_json)
     from cartwin.errors import StoreError
     from cartwin.store import open_store
 
@@ -344,7 +368,7 @@ def _print_version(version) -> None:
     )
     kin = data["kinetics"]
     if kin.get("status") == "unavailable" or "derived" not in kin:
-        out.print(f"CAR T kinetics: {kin.get('status')} - {kin.get('reason', '')}")
+        out.print(f"CAR T kinetics: {kin.get('status')} - {escape(str(kin.get('reason', '')))}")
     else:
         table = Table(f"CAR T kinetics ({kin['quantity']}, fit {kin['status']})",
                       "median", f"{int(kin.get('interval', 0.9) * 100)}% interval", "unit")
@@ -358,7 +382,8 @@ def _print_version(version) -> None:
         name = score["name"]
         if score.get("timepoint"):
             name = f"{name} ({score['timepoint']})"
-        table.add_row(name, value, score.get("category") or "", score.get("message", ""))
+        table.add_row(escape(name), value, escape(score.get("category") or ""),
+                      escape(score.get("message", "")))
     out.print(table)
     out.print(f"CRS max grade: {data['crs_max_grade']}   ICANS max grade: {data['icans_max_grade']}")
 
@@ -372,7 +397,7 @@ def report_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Write the standalone HTML report of a patient's latest twin version."""
-    _configure()
+    _configure(as_json)
     try:
         result = _write_report(patient, output, store)
     except CartwinError as exc:
@@ -384,7 +409,7 @@ def report_cmd(
 
 
 def _write_report(patient: str, output: Path, store_path) -> dict[str, Any]:
-    from cartwin.errors import StoreError
+    from cartwin.errors import DataError, StoreError
     from cartwin.report import render_report
     from cartwin.store import open_store
 
@@ -396,6 +421,8 @@ def _write_report(patient: str, output: Path, store_path) -> dict[str, Any]:
                 f"patient {pseudonym} has no twin yet: run `cartwin twin update {pseudonym}`"
             )
         record = db.load_record(pseudonym)
+    if output.is_dir():
+        raise DataError(f"report output {output} is a folder; give a file name such as report.html")
     html = render_report(record, version)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(output.suffix + ".tmp")
@@ -418,7 +445,7 @@ def export_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Export a patient's latest twin version (and data) in a standard format."""
-    _configure()
+    _configure(as_json)
     from cartwin.errors import StoreError
     from cartwin.io.exports import export_patient
     from cartwin.store import open_store
@@ -447,7 +474,7 @@ def reproduce_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Re-run a twin version from its RO-Crate and compare every output."""
-    _configure()
+    _configure(as_json)
     from cartwin.io.rocrate import reproduce_rocrate
 
     try:
@@ -466,7 +493,7 @@ def reproduce_cmd(
 @app.command("patients")
 def patients_cmd(store: Optional[Path] = StoreOption, as_json: bool = JsonOption) -> None:
     """List the patients in the store (pseudonyms only)."""
-    _configure()
+    _configure(as_json)
     from cartwin.store import open_store
 
     try:
@@ -486,7 +513,9 @@ def patients_cmd(store: Optional[Path] = StoreOption, as_json: bool = JsonOption
                   "disease", "product")
     table.columns[0].no_wrap = True
     for person in persons:
-        table.add_row(*("" if person.get(c) is None else str(person.get(c)) for c in columns))
+        table.add_row(*(
+            "" if person.get(c) is None else escape(str(person.get(c))) for c in columns
+        ))
     out.print(table)
 
 
@@ -497,7 +526,7 @@ def demo_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Import the bundled synthetic patient, build its twin, write its report."""
-    _configure()
+    _configure(as_json)
     from cartwin.demo import run_demo
 
     try:

@@ -41,6 +41,8 @@ def export_patient(
         ``format``, ``path`` and format-specific counts, for ``--json``.
     """
     dest = Path(dest)
+    if fmt in ("fhir", "phenopacket", "csv", "xlsx", "parquet") and dest.is_dir():
+        raise DataError(f"{fmt} export goes to a file, but {dest} is a folder")
     if fmt in ("fhir", "phenopacket"):
         document = _document(record, version, fmt)
         _write_atomic(dest, json.dumps(document, indent=1, sort_keys=False) + "\n")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
+from cartwin.errors import DataError
 from cartwin.record.model import PatientRecord
 from cartwin.scores import _search
 from cartwin.scores._result import ScoreResult
@@ -33,9 +36,9 @@ def baseline_scores(record: PatientRecord) -> list[ScoreResult]:
         :func:`easix_from_record` for the window rules.
     """
     results = [
-        hematotox_from_record(record),
-        easix_from_record(record, "EASIX"),
-        easix_from_record(record, "m-EASIX"),
+        _guarded("CAR-HEMATOTOX", lambda: hematotox_from_record(record)),
+        _guarded("EASIX", lambda: easix_from_record(record, "EASIX")),
+        _guarded("m-EASIX", lambda: easix_from_record(record, "m-EASIX")),
     ]
     if record.infusion_time is None:
         return results
@@ -43,5 +46,27 @@ def baseline_scores(record: PatientRecord) -> list[ScoreResult]:
         window = _search.study_day_window(record, day, day)
         found, _ = _search.latest_inputs(record, VARIANTS["m-EASIX"], window)
         if found:
-            results.append(easix_from_record(record, "m-EASIX", day_window=(day, day)))
+            results.append(_guarded(
+                "m-EASIX",
+                lambda d=day: easix_from_record(record, "m-EASIX", day_window=(d, d)),
+                timepoint=f"day {day:+d}" if day else "day 0",
+            ))
     return results
+
+
+def _guarded(
+    name: str, compute: Callable[[], ScoreResult], *, timepoint: str = ""
+) -> ScoreResult:
+    """Run one score; an input it cannot use gives a result that says why.
+
+    One implausible input (platelets of 0, say) must not take the other
+    scores, or the whole twin, down with it.
+    """
+    try:
+        return compute()
+    except DataError as exc:
+        return ScoreResult(
+            name=name, value=None, category=None, inputs=(), missing=(),
+            window=None, reference="", message=f"not computed: {exc}",
+            timepoint=timepoint,
+        )

@@ -47,6 +47,7 @@ from cartwin.record.pseudonym import (
     pseudonymise,
 )
 from cartwin.store import _writes
+from cartwin.store._pg_url import is_postgres_url
 from cartwin.store._writes import first_row
 from cartwin.store._columns import (
     MEASUREMENT_COLUMNS,
@@ -83,6 +84,9 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def resolve_store_path(path: str | os.PathLike | None = None) -> str:
     """Store location: ``path`` > ``$CARTWIN_STORE`` > ``./cartwin.duckdb``.
 
+    A PostgreSQL URL (``postgresql://...``, see
+    :mod:`cartwin.store.postgres`) is returned unchanged.
+
     Examples
     --------
     >>> resolve_store_path("/data/site.duckdb")
@@ -91,6 +95,8 @@ def resolve_store_path(path: str | os.PathLike | None = None) -> str:
     chosen = path if path is not None else os.environ.get(STORE_ENV) or DEFAULT_STORE
     if str(chosen) == MEMORY:
         return MEMORY
+    if is_postgres_url(chosen):
+        return str(chosen)
     return str(Path(chosen).expanduser())
 
 
@@ -187,8 +193,11 @@ def _store_errors(method):
 def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     if read_only and path != MEMORY and not Path(path).exists():
         raise StoreError(f"store {path} does not exist (opened read-only)")
+    # No extension is ever fetched or loaded on its own: a store must never
+    # reach the network (an untrusted file could name a SQLite scanner, say).
+    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     try:
-        return duckdb.connect(path, read_only=read_only)
+        return duckdb.connect(path, read_only=read_only, config=config)
     except duckdb.Error as exc:
         raise StoreError(_open_failure(path, exc)) from exc
 
@@ -327,13 +336,14 @@ class TwinStore:
 
     # -- key check ------------------------------------------------------------
     @_store_errors
-    def check_key(self, fingerprint: str) -> None:
+    def check_key(self, fingerprint: str, *, record: bool = True) -> None:
         """Refuse a pseudonymisation key other than the one the store was made with.
 
         The store keeps only a fingerprint of the key (an HMAC of a fixed text,
         :func:`cartwin.record.pseudonym.key_fingerprint`), never the key. The
-        first writer records it; a later import under another key would give
-        the same patients new pseudonyms, so it is refused.
+        first writer records it (``record=True``; pass ``False`` to check only,
+        before an import that may still fail); a later import under another
+        key would give the same patients new pseudonyms, so it is refused.
 
         Raises
         ------
@@ -342,7 +352,7 @@ class TwinStore:
         """
         row = self._row("SELECT value FROM cartwin_meta WHERE key = 'key_fingerprint'")
         if row is None:
-            if not self.read_only:
+            if record and not self.read_only:
                 self.con.execute(
                     "INSERT INTO cartwin_meta VALUES ('key_fingerprint', ?)",
                     [fingerprint],
@@ -635,12 +645,21 @@ def open_store(
 ) -> TwinStore:
     """Open (and on first use create) a twin store; usable in ``with``.
 
+    ``path`` (or ``$CARTWIN_STORE``) names a DuckDB file, ``":memory:"``, or a
+    PostgreSQL URL ``postgresql://user@host:port/database``, which opens a
+    :class:`~cartwin.store.postgres.PostgresTwinStore` (same API).
+
     Examples
     --------
     >>> with open_store(":memory:") as store:
     ...     store.table_counts()["person"]
     0
     """
+    location = resolve_store_path(path)
+    if is_postgres_url(location):
+        from cartwin.store.postgres import PostgresTwinStore
+
+        return PostgresTwinStore(location, read_only=read_only)
     return TwinStore(path, read_only=read_only)
 
 

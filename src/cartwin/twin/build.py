@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from cartwin import __version__
+from cartwin.errors import CartwinError
 from cartwin.record.hashing import record_hash
 from cartwin.record.model import PatientRecord
 from cartwin.twin.journey import journey_phases
@@ -89,13 +90,18 @@ def build_twin(
     """
     settings = settings or TwinSettings()
     created = now or dt.datetime.now(dt.timezone.utc)
-    kinetics, parameters, posterior = _kinetics_outputs(record, settings)
+    try:
+        kinetics, parameters, posterior = _kinetics_outputs(record, settings)
+    except CartwinError as exc:
+        reason = f"kinetics could not be calibrated: {exc}"
+        kinetics, parameters = {"status": "unavailable", "reason": reason}, {}
+        posterior = {"status": "unavailable", "reason": reason}
     outputs = {
         "kinetics": kinetics,
-        "scores": _score_outputs(record),
-        "crs": _grade_outputs(record, "crs"),
-        "icans": _grade_outputs(record, "icans"),
-        "journey": journey_phases(record),
+        "scores": _guard(lambda: _score_outputs(record), []),
+        "crs": _guard(lambda: _grade_outputs(record, "crs"), {}),
+        "icans": _guard(lambda: _grade_outputs(record, "icans"), {}),
+        "journey": _guard(lambda: journey_phases(record), []),
     }
     return TwinVersion(
         pseudonym=record.facts.pseudonym,
@@ -110,6 +116,22 @@ def build_twin(
         outputs=outputs,
         parent_id=None if parent is None else parent.version_id,
     )
+
+
+def _guard(compute, empty):
+    """Run one output; data it cannot use give an output that says why.
+
+    A twin version is still made when one layer cannot use the data (an
+    implausible value, a rule's precondition): that layer's output carries
+    ``status: unavailable`` and the reason, the others are unaffected.
+    """
+    try:
+        return compute()
+    except CartwinError as exc:
+        logger.warning("twin output unavailable: %s", exc)
+        if isinstance(empty, list):
+            return [{"name": "unavailable", "value": None, "message": str(exc)}]
+        return {"status": "unavailable", "reason": str(exc), "message": str(exc)}
 
 
 def build_twins(
