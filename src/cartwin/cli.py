@@ -42,6 +42,17 @@ def _mount_logic() -> None:
 
 _mount_logic()
 
+
+def _mount_service() -> None:
+    from cartwin.service.cli import mount
+
+    mount(app)
+
+
+_mount_service()
+
+
+
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
 
