@@ -20,6 +20,11 @@ JAX functions of ``(t, y, params, inputs)``, where ``params`` and ``inputs`` are
 mappings from name to scalar, so that the graph can differentiate, vectorise
 and compile the whole system. Time is in days since infusion throughout.
 
+Two optional attributes are used when a model has them: ``observed_from``
+(quantity -> first study day from which the model explains it, e.g. CAR T
+levels only after infusion) and ``forecast_summaries(t_days, draws,
+origin_day)`` (model-specific derived endpoints for reports).
+
 This module holds only declarations; :mod:`cartwin.graph.graph` joins them.
 """
 
