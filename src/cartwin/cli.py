@@ -63,6 +63,11 @@ StoreOption = typer.Option(
     help="Twin store (DuckDB file). Default: $CARTWIN_STORE or ./cartwin.duckdb.",
 )
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+GraphOption = typer.Option(
+    False, "--graph",
+    help="Also calibrate the multi-scale model graph and compare scenarios "
+    "(seconds per patient; the first run compiles the graph).",
+)
 
 
 def _configure(as_json: bool = False) -> None:
@@ -244,12 +249,13 @@ def twin_update(
     all_patients: bool = typer.Option(False, "--all", help="Update every patient."),
     store: Optional[Path] = StoreOption,
     seed: int = typer.Option(20240101, help="Seed of the forecast draws."),
+    graph: bool = GraphOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Calibrate the twin of each patient on all its data; store a new version."""
     _configure(as_json)
     try:
-        versions, failures = _update(patients or [], all_patients, store, seed)
+        versions, failures = _update(patients or [], all_patients, store, seed, graph)
     except CartwinError as exc:
         _fail(exc)
     if as_json:
@@ -265,11 +271,11 @@ def twin_update(
         raise typer.Exit(code=2)
 
 
-def _update(names, all_patients, store_path, seed):
+def _update(names, all_patients, store_path, seed, graph=False):
     from cartwin.store import open_store
     from cartwin.twin.build import TwinSettings, build_twin
 
-    settings = TwinSettings(seed=seed)
+    settings = TwinSettings(seed=seed, graph=graph)
     versions, failures = [], []
     with open_store(store_path) as store:
         pseudonyms = _resolve_many(store, names, all_patients)
@@ -534,6 +540,7 @@ def patients_cmd(store: Optional[Path] = StoreOption, as_json: bool = JsonOption
 @app.command("demo")
 def demo_cmd(
     outdir: Path = typer.Option(Path("cartwin-demo"), "-o", "--outdir", help="Folder for the demo store and report."),
+    graph: bool = GraphOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Import the bundled synthetic patient, build its twin, write its report."""
@@ -542,6 +549,8 @@ def demo_cmd(
 
     try:
         result = run_demo(outdir, progress=None if as_json else console)
+        if graph:
+            result.update(_demo_graph(result, None if as_json else console))
     except CartwinError as exc:
         _fail(exc)
     if as_json:
@@ -550,6 +559,52 @@ def demo_cmd(
     out.print(f"demo store:  {result['store']}")
     out.print(f"demo report: {result['report']}")
     out.print(f"patient pseudonym: {result['pseudonym']}  twin version: {result['version_id']}")
+
+
+def _demo_graph(result: dict[str, Any], progress) -> dict[str, Any]:
+    """A graph twin version of the demo patient on top of the demo's; new report."""
+    from cartwin.report import render_report
+    from cartwin.store import open_store
+    from cartwin.twin.build import TwinSettings, build_twin
+
+    if progress is not None:
+        progress.print("[dim]-[/] calibrating the model graph (first run compiles it)")
+    with open_store(Path(result["store"])) as store:
+        record = store.load_record(result["pseudonym"])
+        parent = store.latest_twin_version(result["pseudonym"])
+        version = build_twin(record, settings=TwinSettings(graph=True), parent=parent)
+        store.save_twin_version(version)
+    Path(result["report"]).write_text(render_report(record, version), encoding="utf-8")
+    return {
+        "version_id": version.version_id,
+        "graph_status": version.outputs["graph"].get("status"),
+    }
+
+
+# -- validate -----------------------------------------------------------------
+@app.command("validate")
+def validate_cmd(
+    output: Path = typer.Option(Path("validation.html"), "-o", "--output", help="HTML file to write."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Run the model validation checks and write their HTML report."""
+    _configure(as_json)
+    from cartwin.errors import DataError
+    from cartwin.graph.validation import run_validation, validation_report_html
+
+    checks = run_validation()
+    if output.is_dir():
+        _fail(DataError(f"validation output {output} is a folder; give a file name"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(validation_report_html(checks), encoding="utf-8")
+    passed = sum(c.passed for c in checks)
+    if as_json:
+        _emit_json({"report": str(output), "passed": passed, "total": len(checks),
+                    "checks": [c.to_dict() for c in checks]})
+    else:
+        out.print(f"{passed} of {len(checks)} checks passed; report written to {output}")
+    if passed < len(checks):
+        raise typer.Exit(code=1)
 
 
 @app.callback(invoke_without_command=True)

@@ -164,8 +164,21 @@ def build_context(record: PatientRecord, version: TwinVersion) -> dict[str, Any]
         "labs": _section(_labs, record, outputs, axis),
         "crs": _section(_grading, record, outputs, axis, "crs"),
         "icans": _section(_grading, record, outputs, axis, "icans"),
+        "graph": _graph(outputs),
         "provenance": _section(_provenance, version),
     }
+
+
+def _graph(outputs: dict) -> dict[str, Any]:
+    """The multi-scale model section (:mod:`cartwin.report.graph_section`)."""
+    from cartwin.report.graph_section import graph_section
+
+    try:
+        return graph_section(outputs, fmt_number, fmt_unit)
+    except _SECTION_ERRORS as exc:
+        logger.warning("report section graph not rendered: %r", exc)
+        reason = f"could not be shown ({type(exc).__name__}: {exc})"
+        return {"shown": True, **_unavailable(reason)}
 
 
 @functools.cache

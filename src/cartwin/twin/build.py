@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from cartwin import __version__
-from cartwin.errors import CartwinError
+from cartwin.errors import CalibrationError, CartwinError
 from cartwin.record.hashing import record_hash
 from cartwin.record.model import PatientRecord
 from cartwin.twin.journey import journey_phases
@@ -47,12 +47,20 @@ class TwinSettings:
         Seed of the draws; the same data, model and seed give the same version.
     t_end_days : float
         Forecast horizon in days since infusion.
+    graph : bool
+        Also calibrate the multi-scale model graph and store its forecast,
+        scenario comparison and identifiability in ``outputs["graph"]``
+        (:mod:`cartwin.twin.graph_outputs`). Off by default: the calibration
+        takes seconds to tens of seconds per patient and the first build in a
+        process compiles the graph (about 20 s on a CPU), too slow for
+        ``cartwin demo`` and routine updates.
     """
 
     interval: float = 0.9
     n_draws: int = 1000
     seed: int = 20240101
     t_end_days: float = 365.0
+    graph: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.interval < 1.0:
@@ -103,6 +111,8 @@ def build_twin(
         "icans": _guard(lambda: _grade_outputs(record, "icans"), {}),
         "journey": _guard(lambda: journey_phases(record), []),
     }
+    if settings.graph:
+        outputs["graph"] = _guard(lambda: _graph_output(record, settings), {})
     return TwinVersion(
         pseudonym=record.facts.pseudonym,
         created_at=created,
@@ -110,7 +120,7 @@ def build_twin(
         model_name=MODEL_NAME,
         model_version=MODEL_VERSION,
         package_version=__version__,
-        settings=dataclasses.asdict(settings),
+        settings=_recorded_settings(settings),
         parameters=parameters,
         posterior=posterior,
         outputs=outputs,
@@ -177,6 +187,39 @@ def _kinetics_outputs(
         "cov": [[float(x) for x in row] for row in fit.cov_theta],
     }
     return summary, summary.get("parameters", {}), posterior
+
+
+def _recorded_settings(settings: TwinSettings) -> dict[str, Any]:
+    # ``graph`` is recorded only when on, so versions built without the graph
+    # keep the settings (and content ids) of earlier releases
+    recorded = dataclasses.asdict(settings)
+    if not recorded["graph"]:
+        del recorded["graph"]
+    return recorded
+
+
+def _graph_output(record: PatientRecord, settings: TwinSettings) -> dict[str, Any]:
+    """``outputs["graph"]``; any failure of the graph becomes a CalibrationError.
+
+    The numerical stack (JAX, diffrax) can raise errors that are not
+    cartwin's; they are re-raised as :class:`CalibrationError` so that
+    :func:`_guard` records them and the rest of the version is kept.
+    """
+    from cartwin.twin.graph_outputs import graph_outputs
+
+    try:
+        return graph_outputs(
+            record,
+            seed=settings.seed,
+            interval=settings.interval,
+            t_end_days=settings.t_end_days,
+        )
+    except CartwinError:
+        raise
+    except Exception as exc:  # a graph failure must never break the version
+        raise CalibrationError(
+            f"model graph of {record.facts.pseudonym}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _score_outputs(record: PatientRecord) -> list[dict[str, Any]]:

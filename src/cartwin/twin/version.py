@@ -29,6 +29,10 @@ OUTPUT_KEYS = {
     "reasons), daily_max, max_grade, message, notes",
     "icans": "ASTCT ICANS grade timeline, same shape as crs",
     "journey": "patient journey phases with start/end instants and study days",
+    "graph": "only with TwinSettings(graph=True): multi-scale model graph fit "
+    "status, observable series with intervals, CRS grade probabilities (24/48/72 h), "
+    "neutropenia outlook vs CAR-HEMATOTOX, response probabilities, scenarios side "
+    "by side, identifiability",
 }
 
 
