@@ -52,6 +52,15 @@ def _mount_service() -> None:
 _mount_service()
 
 
+def _mount_scheduler() -> None:
+    from cartwin.scheduler.cli import queue_app
+
+    app.add_typer(queue_app)
+
+
+_mount_scheduler()
+
+
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -60,7 +69,8 @@ StoreOption = typer.Option(
     None,
     "--store",
     envvar="CARTWIN_STORE",
-    help="Twin store (DuckDB file). Default: $CARTWIN_STORE or ./cartwin.duckdb.",
+    help="Twin store: a DuckDB file or a postgresql:// URL. "
+    "Default: $CARTWIN_STORE or ./cartwin.duckdb.",
 )
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 GraphOption = typer.Option(
@@ -126,7 +136,7 @@ def import_cmd(
     sources: list[str] = typer.Argument(
         ..., help="Files, folders or postgresql:// URLs to import."
     ),
-    store: Optional[Path] = StoreOption,
+    store: Optional[str] = StoreOption,
     fmt: Optional[str] = typer.Option(
         None, "--format", help="fhir, phenopacket, omop or tabular (default: detect)."
     ),
@@ -247,7 +257,7 @@ def _skipped(report: dict[str, Any]) -> dict[str, int]:
 def twin_update(
     patients: list[str] = typer.Argument(None, help="Source ids or pseudonyms."),
     all_patients: bool = typer.Option(False, "--all", help="Update every patient."),
-    store: Optional[Path] = StoreOption,
+    store: Optional[str] = StoreOption,
     seed: int = typer.Option(20240101, help="Seed of the forecast draws."),
     graph: bool = GraphOption,
     as_json: bool = JsonOption,
@@ -318,7 +328,7 @@ def _optional_key() -> bytes | None:
 @twin_app.command("show")
 def twin_show(
     patient: str = typer.Argument(..., help="Source id or pseudonym."),
-    store: Optional[Path] = StoreOption,
+    store: Optional[str] = StoreOption,
     history: bool = typer.Option(False, "--history", help="List every version."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -410,7 +420,7 @@ def _print_version(version) -> None:
 def report_cmd(
     patient: str = typer.Argument(..., help="Source id or pseudonym."),
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write."),
-    store: Optional[Path] = StoreOption,
+    store: Optional[str] = StoreOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Write the standalone HTML report of a patient's latest twin version."""
@@ -458,7 +468,7 @@ def export_cmd(
     ),
     output: Path = typer.Option(..., "-o", "--output", help="File or folder to write."),
     layout: str = typer.Option("long", help="Table layout for csv/xlsx/parquet: long or wide."),
-    store: Optional[Path] = StoreOption,
+    store: Optional[str] = StoreOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Export a patient's latest twin version (and data) in a standard format."""
@@ -508,7 +518,7 @@ def reproduce_cmd(
 
 # -- patients -----------------------------------------------------------------
 @app.command("patients")
-def patients_cmd(store: Optional[Path] = StoreOption, as_json: bool = JsonOption) -> None:
+def patients_cmd(store: Optional[str] = StoreOption, as_json: bool = JsonOption) -> None:
     """List the patients in the store (pseudonyms only)."""
     _configure(as_json)
     from cartwin.store import open_store

@@ -1,4 +1,4 @@
-"""Fixtures of the io tests: the key, paths, FHIR and OMOP builders, PostgreSQL.
+"""Fixtures of the io tests: the key, paths, FHIR and OMOP builders.
 
 The project runs pytest with ``--import-mode=importlib``, so helpers reach the
 test modules as fixtures, not as imports.
@@ -7,14 +7,8 @@ test modules as fixtures, not as imports.
 from __future__ import annotations
 
 import csv as _csv
-import glob as _glob
 import json
 import os
-import pwd as _pwd
-import shutil as _shutil
-import socket as _socket
-import subprocess as _subprocess
-import tempfile as _tempfile
 from pathlib import Path
 
 import pytest
@@ -125,12 +119,8 @@ def fhir():
 
 
 # -- OMOP CDM fixtures (tests/io/test_omop_*.py) ----------------------------------
-# A throwaway PostgreSQL server for the OMOP import tests: initdb into a
-# temporary folder, pg_ctl start on a free loopback port with the unix socket
-# in that folder, stopped and removed at the end of the session. As root,
-# initdb refuses to run, so the server runs as the ``postgres`` user (runuser,
-# else su). Without the binaries the tests are skipped, except under CI=true,
-# where .ci/run installs PostgreSQL and its absence must fail.
+# The ``postgres`` fixture (a throwaway PostgreSQL server on a loopback port)
+# is shared by all test folders: see tests/conftest.py and tests/pg_fixture.py.
 
 
 #: Columns of the CDM tables the synthetic OMOP builders write (CDM v5.4 subset).
@@ -214,145 +204,6 @@ def csv_folder_to_duckdb(folder: Path, path: Path) -> Path:
         )
     con.close()
     return path
-
-
-def _require_postgres(reason: str):
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"PostgreSQL is required under CI=true: {reason}")
-    pytest.skip(reason)
-
-
-def _postgres_bindir() -> Path | None:
-    found = sorted(
-        _glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
-    )
-    if found:
-        return Path(found[-1]).parent
-    initdb = _shutil.which("initdb")
-    return Path(initdb).resolve().parent if initdb else None
-
-
-def _run_as_postgres_user(cmd: list[str]) -> list[str]:
-    """``cmd`` run as the ``postgres`` user when we are root (initdb refuses root)."""
-    if os.geteuid() != 0:
-        return cmd
-    try:
-        _pwd.getpwnam("postgres")
-    except KeyError:
-        _require_postgres("running as root, and no 'postgres' user to run initdb as")
-    if _shutil.which("runuser"):
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(map(_shell_quote, cmd))]
-
-
-def _shell_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
-def _free_port() -> int:
-    with _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class PostgresServer:
-    """A running throwaway server: ``url``, ``connect()``, ``load_csv_folder()``."""
-
-    def __init__(self, bindir: Path, root: Path) -> None:
-        self.bindir, self.root = bindir, root
-        self.data, self.port = root / "data", _free_port()
-        self.url = f"postgresql://cartwin@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str) -> None:
-        command = _run_as_postgres_user([str(a) for a in args])
-        done = _subprocess.run(
-            command, check=False, capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
-            log = self.root / "server.log"
-            tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(
-                f"{args[0]} failed: {done.stderr}\n{done.stdout}\n{tail}"
-            )
-
-    def start(self) -> PostgresServer:
-        self._run(
-            self.bindir / "initdb", "-D", self.data, "-U", "cartwin", "-A", "trust",
-            "-E", "UTF8", "--locale=C", "--no-sync",
-        )  # fmt: skip
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self._run(
-            self.bindir / "pg_ctl", "-D", self.data, "-o", options,
-            "-l", self.root / "server.log", "-w", "-t", "60", "start",
-        )  # fmt: skip
-        return self
-
-    def stop(self) -> None:
-        self._run(
-            self.bindir / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"
-        )
-
-    def connect(self):
-        import psycopg
-
-        return psycopg.connect(self.url, autocommit=True)
-
-    def load_csv_folder(self, folder: Path, schema: str) -> None:
-        """Create ``schema`` and load each CSV of ``folder`` into a typed table."""
-        import duckdb
-
-        with self.connect() as con:
-            con.execute(f'CREATE SCHEMA "{schema}"')
-            for csv_path in sorted(folder.glob("*.csv")):
-                literal = str(csv_path).replace("'", "''")
-                described = duckdb.sql(
-                    f"DESCRIBE SELECT * FROM read_csv('{literal}', header = true)"
-                ).fetchall()
-                table = f'"{schema}"."{csv_path.stem.lower()}"'
-                columns = ", ".join(f'"{name}" {_PG_TYPE.get(kind, "text")}'
-                                    for name, kind, *_ in described)
-                con.execute(f"CREATE TABLE {table} ({columns})")
-                with con.cursor().copy(
-                    f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)"
-                ) as copy:
-                    copy.write(csv_path.read_bytes())
-
-
-_PG_TYPE = {"BIGINT": "bigint", "INTEGER": "integer", "DOUBLE": "double precision",
-            "DATE": "date", "TIMESTAMP": "timestamp", "VARCHAR": "text",
-            "BOOLEAN": "boolean"}
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    """A throwaway PostgreSQL server for the session (see the notes above)."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _require_postgres("psycopg 3 is not installed (pip install 'psycopg[binary]')")
-    bindir = _postgres_bindir()
-    if bindir is None:
-        _require_postgres(
-            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin or "
-            "initdb on PATH); install the Debian package postgresql"
-        )
-    root = Path(_tempfile.mkdtemp(prefix="cartwin-pg-"))
-    if os.geteuid() == 0:
-        os.chown(root, _pwd.getpwnam("postgres").pw_uid, -1)
-    server = PostgresServer(bindir, root)
-    try:
-        server.start()
-        yield server
-    finally:
-        try:
-            if (server.data / "postmaster.pid").exists():
-                server.stop()
-        finally:
-            _shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 
 from cartwin.errors import DataError, DataQualityWarning
 from cartwin.record.model import Event, Observation, PatientFacts, PatientRecord
-from cartwin.store import _writes, open_store
+from cartwin.store import open_store
 
 from store_samples import T0, at, pseudonym, sample_record, sha
 
@@ -85,7 +85,7 @@ def test_records_of_one_patient_in_one_file_merge(store):
     assert store.load_record(pseudonym()) == record
 
 
-def test_failure_midway_leaves_no_trace(store, monkeypatch):
+def test_failure_midway_leaves_no_trace(store, writes, monkeypatch):
     _import(store, [sample_record("MRN-1")], "a.json")
     before = store.snapshot()
     written = []
@@ -94,7 +94,7 @@ def test_failure_midway_leaves_no_trace(store, monkeypatch):
         written.append(con.execute("SELECT count(*) FROM measurement").fetchall())
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(_writes, "write_events", failing_events)
+    monkeypatch.setattr(writes, "write_events", failing_events)
     with pytest.raises(RuntimeError, match="disk on fire"):
         _import(store, [sample_record("MRN-2")], "b.json")
     assert written == [[(12,)]]  # the new measurements were in, then rolled back

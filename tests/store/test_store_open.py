@@ -89,7 +89,8 @@ sys.stdin.read()
 """
 
 
-def test_store_locked_by_another_process(store_path):
+def test_store_locked_by_another_process(tmp_path):
+    store_path = tmp_path / "twin.duckdb"
     open_store(store_path).close()
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(store_path)],

@@ -82,7 +82,8 @@ def merge_facts(
     return replace(old, **filled), conflicts
 
 
-def _batch_persons(records: Sequence[PatientRecord]) -> dict[str, tuple]:
+def batch_persons(records: Sequence[PatientRecord]) -> dict[str, tuple]:
+    """Facts, site offset and disagreements of each patient in ``records``."""
     persons: dict[str, tuple] = {}
     for record in records:
         key = record.facts.pseudonym
@@ -111,25 +112,50 @@ def write_persons(
     DataQualityWarning
         When a file gives a fact that disagrees with the one already known.
     """
-    batch = _batch_persons(records)
+    batch = batch_persons(records)
     if not batch:
         return 0, 0
     stored = _stored_persons(con, [facts for facts, _, _ in batch.values()])
-    updates = []
-    for pseudonym, (facts, offset, conflicts) in batch.items():
+    new, updates, conflicts = plan_persons(batch, stored)
+    for pseudonym, found in conflicts:
+        _warn_conflicts(pseudonym, found)
+    _insert_persons(con, new, import_id)
+    _update_persons(con, updates)
+    return len(new), len(updates)
+
+
+def plan_persons(batch: dict[str, tuple], stored: dict) -> tuple[list, list, list]:
+    """Split a batch into persons to insert and persons whose facts to fill.
+
+    Parameters
+    ----------
+    batch : dict
+        ``{pseudonym: (facts, site offset, disagreements)}`` of one import
+        (see :func:`batch_persons`).
+    stored : dict
+        ``{pseudonym: (facts, site offset)}`` of the batch's persons already
+        in the store.
+
+    Returns
+    -------
+    new, updates : list of (PatientFacts, int or None)
+        Persons to insert, and stored persons with facts filled.
+    conflicts : list of (str, list of str)
+        Disagreements to report per pseudonym, in batch order.
+    """
+    new, updates, conflicts = [], [], []
+    for pseudonym, (facts, offset, found) in batch.items():
         if pseudonym not in stored:
-            _warn_conflicts(pseudonym, conflicts)
+            new.append((facts, offset))
+            conflicts.append((pseudonym, found))
             continue
         old_facts, old_offset = stored[pseudonym]
         merged, more = merge_facts(old_facts, facts)
         merged_offset = offset if old_offset is None else old_offset
-        _warn_conflicts(pseudonym, conflicts + more)
+        conflicts.append((pseudonym, found + more))
         if (merged, merged_offset) != (old_facts, old_offset):
             updates.append((merged, merged_offset))
-    new = [(f, o) for p, (f, o, _) in batch.items() if p not in stored]
-    _insert_persons(con, new, import_id)
-    _update_persons(con, updates)
-    return len(new), len(updates)
+    return new, updates, conflicts
 
 
 def _stored_persons(con: duckdb.DuckDBPyConnection, facts: list) -> dict:

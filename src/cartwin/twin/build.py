@@ -120,7 +120,7 @@ def build_twin(
         model_name=MODEL_NAME,
         model_version=MODEL_VERSION,
         package_version=__version__,
-        settings=_recorded_settings(settings),
+        settings=recorded_settings(settings),
         parameters=parameters,
         posterior=posterior,
         outputs=outputs,
@@ -189,7 +189,7 @@ def _kinetics_outputs(
     return summary, summary.get("parameters", {}), posterior
 
 
-def _recorded_settings(settings: TwinSettings) -> dict[str, Any]:
+def recorded_settings(settings: TwinSettings) -> dict[str, Any]:
     # ``graph`` is recorded only when on, so versions built without the graph
     # keep the settings (and content ids) of earlier releases
     recorded = dataclasses.asdict(settings)
