@@ -75,7 +75,13 @@ def test_events(record):
         ("infusion", "", "axicabtagene ciloleucel"),
         ("corticosteroid", "requested", "dexamethasone"),
         ("tocilizumab", "", "tocilizumab"),
-        ("oxygen", "high_flow", "High-flow nasal cannula"),
+        # names come from the code table, not from the file's coding display
+        (
+            "oxygen",
+            "high_flow",
+            "High-flow nasal cannula (> 6 L/min) facemask non-rebreather or "
+            "Venturi mask",
+        ),
         ("icu", "", "Admission to intensive care unit"),
         ("vasopressor", "vasopressin", "vasopressin"),
     ]

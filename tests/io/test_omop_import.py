@@ -7,6 +7,7 @@ quantities.csv (haem monomer 16 114.5 g/mol: 6.2 mmol/L x 1.61145 = 9.991 g/dL).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -205,6 +206,11 @@ def imported(cdm, key):
     return read_omop(cdm, key=key, site_utc_offset_min=60)
 
 
+def _with_pseudonym(record, pseudonym: str):
+    facts = dataclasses.replace(record.facts, pseudonym=pseudonym)
+    return dataclasses.replace(record, facts=facts)
+
+
 def _obs(result, source_id):
     for record in result.records:
         for obs in record.observations:
@@ -303,7 +309,8 @@ def test_condition_named_in_the_vocabulary_gives_the_disease(imported):
 def test_facts_pseudonym_sex_and_age(imported, key):
     first, second = imported.records
     assert first.facts.pseudonym == pseudonymise("MRN-0001", key)
-    assert second.facts.pseudonym == pseudonymise("2", key)
+    # no person_source_value: person_id is namespaced by the source (kind, name)
+    assert second.facts.pseudonym == pseudonymise("omop:csv:cdm:2", key)
     # born 1960-05-20, infused 2024-03-05: 63 years
     assert (first.facts.sex, first.facts.age_years) == ("female", 63)
     # born 1975, month and day unknown (taken as 1 July), last data 2024-03-06: 48
@@ -321,7 +328,8 @@ def test_unknown_concepts_are_counted_not_errors(imported):
 
 def test_person_ids_filter_reads_one_person(cdm, key):
     result = read_omop(cdm, key=key, person_ids=[P2])
-    assert [r.facts.pseudonym for r in result.records] == [pseudonymise("2", key)]
+    expected = [pseudonymise("omop:csv:cdm:2", key)]
+    assert [r.facts.pseudonym for r in result.records] == expected
     assert result.report.table("measurement").read == 1
 
 
@@ -344,7 +352,13 @@ def test_postgres_reads_the_same_records(postgres, cdm, key, imported):
     from_pg = read_omop(
         postgres.url, schema="synthetic", key=key, site_utc_offset_min=60
     )
-    assert from_pg.records == imported.records
+    # person 2 has no person_source_value: its id is namespaced by the source,
+    # so only the pseudonyms of such persons differ between the two sources
+    source = f"omop:postgresql:{from_pg.source_name}:2"
+    assert from_pg.records[1].facts.pseudonym == pseudonymise(source, key)
+    same_id = [_with_pseudonym(r, "x") for r in from_pg.records]
+    assert same_id == [_with_pseudonym(r, "x") for r in imported.records]
+    assert from_pg.records[0] == imported.records[0]
     assert from_pg.source_sha256 == imported.source_sha256
     only = read_omop(postgres.url, schema="synthetic", key=key, person_ids=[P2])
     assert [len(r.observations) for r in only.records] == [1]

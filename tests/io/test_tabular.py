@@ -241,7 +241,9 @@ def test_long_xlsx_reads_native_cells_from_the_named_sheet(tmp_path, key):
     assert first.infusion_time == utc(2024, 3, 6, 11)
     assert second.observations[0].time == utc(2024, 4, 1, 7)
     assert result.report.sheet == "labs"
-    assert first.observations[0].source_id == "tabular:labs!D2"
+    # content-based ids (quantity, mapped name, UTC instant), not cell D2
+    expected_id = "tabular:crp:CRP@2024-03-07T06:30:00+00:00"
+    assert first.observations[0].source_id == expected_id
 
 
 def test_long_parquet_reads_typed_columns(tmp_path, key):
@@ -405,7 +407,7 @@ def test_wide_xlsx_merged_visits_and_day_offsets(tmp_path, key):
     temperatures = [o.value for o in obs["temperature"]]
     assert temperatures == pytest.approx([37.0, 39.0], rel=1e-9)
     assert obs["crp"][0].time == utc(2024, 3, 1, 11)
-    assert obs["crp"][2].source_id == "tabular:labs!J4"
+    assert obs["crp"][2].source_id == "tabular:crp:CRP@2024-03-13T11:00:00+00:00"
 
 
 def test_wide_parquet_header_pattern_and_a_date_per_value(tmp_path, key):

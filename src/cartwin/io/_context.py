@@ -1,8 +1,17 @@
-"""State of one FHIR import: indexes, per-patient data, problems and counts."""
+"""State of one FHIR import: indexes, per-patient data, problems and counts.
+
+A patient reference must name a patient. ``Patient/`` or ``urn:uuid:`` with
+nothing after it, and an id that is not a FHIR ``id`` (1-64 letters, digits,
+``-`` and ``.``; ``Patient/Jane Doe`` is not one), are the problem
+``invalid-reference`` of the resource that holds them, never a patient of
+their own: an empty id would gather the data of every such file under one
+pseudonym.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 
 from cartwin.io._fhirtime import TimeProblem, parse_instant
@@ -12,9 +21,19 @@ from cartwin.io.problems import Problem, short_repr
 from cartwin.io.report import Tally
 from cartwin.record.model import Event, Observation
 
+#: A FHIR ``id``: 1-64 letters, digits, ``-`` and ``.``.
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
 
 class Skip(Exception):
     """A resource is not used; ``args[0]`` is the reason counted in the report."""
+
+
+@dataclass(frozen=True)
+class _BadReference:
+    """Why a subject reference names no valid patient."""
+
+    message: str
 
 
 @dataclass
@@ -121,16 +140,20 @@ class ImportContext:
             data = self.patients[source_id] = PatientData(source_id, len(self.patients))
         return data
 
-    def subject(self, entry: Entry) -> PatientData:
+    def subject(self, entry: Entry, *, report: bool = True) -> PatientData:
         """The patient a resource is about.
+
+        With ``report``, an invalid patient reference is recorded as the
+        problem ``invalid-reference`` of ``entry``.
 
         Raises
         ------
         Skip
-            When the subject is missing or is not a Patient.
+            When the subject is missing, is not a Patient, or is invalid.
         """
-        subject = entry.resource.get("subject") or entry.resource.get("patient") or {}
-        reference = subject.get("reference")
+        name = "subject" if entry.resource.get("subject") else "patient"
+        subject = entry.resource.get(name) or {}
+        reference = subject.get("reference") if isinstance(subject, dict) else None
         if not reference:
             raise Skip("no subject reference")
         known = self._subjects.get(reference)
@@ -140,23 +163,42 @@ class ImportContext:
             except Skip as skip:
                 known = skip.args[0]
             self._subjects[reference] = known
+        if isinstance(known, _BadReference):
+            if report:
+                field_name = f"{name}.reference"
+                self.problem("invalid-reference", entry, field_name,
+                             short_repr(reference),
+                             known.message)  # fmt: skip
+            raise Skip("problem")
         if isinstance(known, str):
             raise Skip(known)
         return known
 
-    def _subject_of(self, reference: str) -> PatientData:
+    def _subject_of(self, reference: str) -> PatientData | _BadReference:
         target = self.resolve(reference)
         if target is not None:
             if target.resource["resourceType"] != "Patient":
                 raise Skip("subject is not a Patient")
             rid = target.resource.get("id") or _id_from_url(target.full_url)
-            return self.patient(rid)
+            return self._valid_patient(rid)
         tail = type_and_id(reference)
         if tail and tail.startswith("Patient/"):
-            return self.patient(tail.partition("/")[2])
+            return self._valid_patient(tail.partition("/")[2])
         if reference.startswith(("urn:uuid:", "urn:oid:")):
-            return self.patient(reference.rpartition(":")[2])
+            return self._valid_patient(reference.rpartition(":")[2])
+        if reference.rstrip("/").endswith("Patient") or not reference.strip("/ "):
+            return self._valid_patient("")
         raise Skip("subject is not a Patient")
+
+    def _valid_patient(self, rid: str | None) -> PatientData | _BadReference:
+        if not rid:
+            return _BadReference("names no patient: the id after it is empty")
+        if not FHIR_ID.match(rid):
+            return _BadReference(
+                "is not a valid patient reference: a FHIR id has 1 to 64 "
+                "letters, digits, '-' and '.'"
+            )
+        return self.patient(rid)
 
     # -- codes --------------------------------------------------------------
     def first_mapping(

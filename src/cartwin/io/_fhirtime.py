@@ -12,6 +12,11 @@ Rules (``DESIGN.md``, "Time and clinical conventions"):
 - A year or year-month alone (``2020``, ``2020-03``) cannot place an
   observation on a study day and is rejected.
 
+- An instant outside the years 1900 to 2199 (in UTC) is invalid
+  (:data:`cartwin.io._checks.YEAR_RANGE`): ``0001-01-01T00:00:00+14:00`` and
+  ``9999-12-31T23:59:59-14:00`` are placeholders or typos, and do not even
+  have a UTC equivalent in Python's calendar.
+
 Fractional seconds beyond microseconds are truncated.
 """
 
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+
+from cartwin.io._checks import instant_finding
 
 _UTC = dt.UTC
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
@@ -85,7 +92,20 @@ def _parse_datetime(text: str, site: int | None) -> tuple[dt.datetime, int]:
             )
         value = value.replace(tzinfo=site_zone(site))
     offset = value.utcoffset()
-    return value.astimezone(_UTC), int(offset.total_seconds() // 60)
+    return _to_utc(value), int(offset.total_seconds() // 60)
+
+
+def _to_utc(local: dt.datetime) -> dt.datetime:
+    """``local`` in UTC; ``timestamp-invalid`` outside the accepted years."""
+    try:
+        instant = local.astimezone(_UTC)
+    except OverflowError:
+        instant = None
+    finding = instant_finding(instant or local)
+    if instant is None or finding is not None:
+        message = finding.message if finding else "has no UTC equivalent"
+        raise TimeProblem("timestamp-invalid", message)
+    return instant
 
 
 def _parse_date(text: str, site: int | None) -> tuple[dt.datetime, int]:
@@ -106,7 +126,7 @@ def _parse_date(text: str, site: int | None) -> tuple[dt.datetime, int]:
         local = dt.datetime(*map(int, match.groups()), 12, tzinfo=site_zone(site))
     except ValueError:
         raise TimeProblem("timestamp-invalid", "is not a calendar date") from None
-    return local.astimezone(_UTC), site
+    return _to_utc(local), site
 
 
 def parse_date(text: str) -> dt.date:

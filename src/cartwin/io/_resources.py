@@ -14,14 +14,34 @@ Time elements read, in order of preference:
 - Procedure: ``performedDateTime`` or ``performedPeriod`` (start and end).
 - MedicationAdministration: ``effectiveDateTime`` or ``effectivePeriod``.
 - MedicationRequest: ``authoredOn``.
+
+A period whose end is before its start is the problem ``date-order`` (as in
+the other readers). Values, ages and doses are checked against the plausible
+ranges of :mod:`cartwin.io._checks`; a CAR T level of exactly 0 becomes a
+value censored below the code's ``lloq`` when the code map gives one, else
+the problem ``not-detected``.
+
+Free text: event names are the code table's display of the mapped code (the
+coding's own display only when the table gives none); a diagnosis keeps the
+code table's display, else the coding's ``display``, else the name of its
+disease group, and never ``Condition.code.text`` (free text that may hold
+anything, names and birth dates included). Every kept string passes
+:func:`cartwin.io._checks.clean_text`.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 import re
 
 from cartwin.errors import UnitError
+from cartwin.io._checks import (
+    clean_text,
+    dose_finding,
+    finite_number,
+    undetected,
+    value_finding,
+)
 from cartwin.io._context import Diagnosis, ImportContext, Skip, label
 from cartwin.io._disease import coding_group, text_group
 from cartwin.io._source import Entry
@@ -81,7 +101,12 @@ def _observation_time(ctx: ImportContext, entry: Entry):
     res = entry.resource
     period = res.get("effectivePeriod") or {}
     if "effectiveDateTime" not in res and period.get("start"):
-        return ctx.instant(entry, "effectivePeriod.start", period["start"])
+        start = ctx.instant(entry, "effectivePeriod.start", period["start"])
+        if start is not None and period.get("end"):
+            end = ctx.instant(entry, "effectivePeriod.end", period["end"])
+            if end is None or not _in_order(ctx, entry, "effectivePeriod", start, end):
+                return None
+        return start
     for name in _OBSERVATION_TIMES:
         if res.get(name):
             return ctx.instant(entry, name, res[name])
@@ -106,7 +131,8 @@ def _observation(ctx, entry, prefix, part, coding, row, when) -> Observation:
         )
         ctx.problem("missing-value", entry, f"{prefix}valueQuantity.value", "", message)
         raise Skip("problem")
-    if not _finite(value):
+    number = finite_number(value)
+    if number is None:
         ctx.problem(
             "non-finite",
             entry,
@@ -117,9 +143,12 @@ def _observation(ctx, entry, prefix, part, coding, row, when) -> Observation:
         raise Skip("problem")
     unit, unit_field = _unit_of(quantity)
     converted = _convert(
-        ctx, entry, f"{prefix}valueQuantity.{unit_field}", value, unit, row.target
+        ctx, entry, f"{prefix}valueQuantity.{unit_field}", number, unit, row.target
     )
     censored = _censoring(quantity.get("comparator"))
+    converted, censored = undetected(row.target, converted, censored, row.lloq)
+    _check_value(ctx, entry, f"{prefix}valueQuantity.value", value, row.target,
+                 (converted, censored))  # fmt: skip
     instant, offset = when
     return Observation(
         quantity=row.target,
@@ -127,12 +156,32 @@ def _observation(ctx, entry, prefix, part, coding, row, when) -> Observation:
         value=converted,
         unit=canonical_unit(row.target),
         censored=censored,
-        source_code=f"{coding.get('system')}|{coding.get('code')}",
-        source_value=float(value),
-        source_unit=unit,
+        source_code=_source_code(coding),
+        source_value=number,
+        source_unit=clean_text(unit),
         source_id=label(entry),
         source_utc_offset_min=offset,
     )
+
+
+def _check_value(ctx, entry, fld: str, shown, quantity: str, value) -> None:
+    """Record the problem of an implausible canonical ``(value, censored)``."""
+    finding = value_finding(quantity, *value)
+    if finding is not None:
+        ctx.problem(finding.code, entry, fld, shown, finding.message)
+        raise Skip("problem")
+
+
+def _source_code(coding: dict) -> str:
+    system, code = coding.get("system"), coding.get("code")
+    if isinstance(system, str) and isinstance(code, str):
+        return _clean_code(system, code)
+    return f"{clean_text(system)}|{clean_text(code)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _clean_code(system: str, code: str) -> str:
+    return f"{clean_text(system)}|{clean_text(code)}"
 
 
 def _why_no_value(ctx, entry, prefix: str, part: dict, coding, row) -> str:
@@ -160,9 +209,9 @@ def _unit_of(quantity: dict) -> tuple[str, str]:
     return (code, "code") if code else ("", "unit")
 
 
-def _convert(ctx, entry, fld: str, value, unit: str, target: str) -> float:
+def _convert(ctx, entry, fld: str, value: float, unit: str, target: str) -> float:
     try:
-        return to_canonical(float(value), unit, target)
+        return to_canonical(value, unit, target)
     except UnitError as exc:
         message = (
             str(exc)
@@ -182,11 +231,6 @@ def _censoring(comparator: str | None) -> str | None:
     if comparator not in _CENSORING:
         raise Skip(f"comparator {comparator}")
     return _CENSORING[comparator]
-
-
-def _finite(value) -> bool:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return number and math.isfinite(value)
 
 
 # -- Procedure -------------------------------------------------------------------
@@ -216,9 +260,25 @@ def _span(ctx: ImportContext, entry: Entry, prefix: str):
     end = None
     if period.get("end"):
         end = ctx.instant(entry, f"{prefix}Period.end", period["end"])
+        if end is None:
+            raise Skip("problem")
     if start is None:
         raise Skip("problem")
+    if end is not None and not _in_order(ctx, entry, f"{prefix}Period", start, end):
+        raise Skip("problem")
     return start, end
+
+
+def _in_order(ctx: ImportContext, entry: Entry, fld: str, start, end) -> bool:
+    """Whether a period ends at or after its start; records ``date-order``."""
+    if end[0] >= start[0]:
+        return True
+    message = (
+        f"ends ({end[0].isoformat()} UTC) before it starts "
+        f"({start[0].isoformat()} UTC)"
+    )
+    ctx.problem("date-order", entry, f"{fld}.end", "", message)
+    return False
 
 
 def _event(
@@ -237,11 +297,11 @@ def _event(
         kind=row.kind,
         start=start,
         end=None if end is None else end[0],
-        name=coding.get("display") or row.display,
+        name=row.display or clean_text(coding.get("display")),
         dose=dose[0],
         dose_unit=dose[1],
         detail=row.detail if detail is None else detail,
-        source_code=f"{coding.get('system')}|{coding.get('code')}",
+        source_code=_source_code(coding),
         source_id=label(entry),
         source_utc_offset_min=offset,
     )
@@ -315,13 +375,14 @@ def _dose(ctx, entry, quantity, fld: str, row: CodeMapping):
         return None, ""
     value = quantity["value"]
     unit, unit_field = _unit_of(quantity)
-    if not _finite(value):
+    number = finite_number(value)
+    if number is None:
         ctx.problem(
             "non-finite", entry, f"{fld}.value", value, "is not a finite number"
         )
         raise Skip("problem")
     if row.kind != "infusion":
-        return float(value), unit
+        return number, clean_text(unit)
     match = _CELL_UNIT.match(unit.strip()) if unit.strip() else None
     if match is None:
         message = (
@@ -330,8 +391,12 @@ def _dose(ctx, entry, quantity, fld: str, row: CodeMapping):
         )
         ctx.problem("unit", entry, f"{fld}.{unit_field}", repr(unit), message)
         raise Skip("problem")
-    scale = 10 ** int(match.group(1)) if match.group(1) else 1
-    return float(value) * scale, "{cells}"
+    cells = number * (10 ** int(match.group(1)) if match.group(1) else 1)
+    finding = dose_finding(cells)
+    if finding is not None:
+        ctx.problem(finding.code, entry, f"{fld}.value", value, finding.message)
+        raise Skip("problem")
+    return cells, "{cells}"
 
 
 # -- Condition ---------------------------------------------------------------------
@@ -356,11 +421,32 @@ def map_condition(ctx: ImportContext, entry: Entry, order: int) -> None:
     if group is None:
         raise Skip("no CAR T disease code")
     patient = ctx.subject(entry)
-    source_code = f"{chosen['system']}|{chosen['code']}" if chosen else ""
-    display = (chosen or {}).get("display") or concept.get("text", "")
+    source_code = _source_code(chosen) if chosen else ""
+    display = _diagnosis_display(ctx, chosen, group)
     patient.diagnoses.append(
         Diagnosis(group, display, source_code, _onset(res), order, entry)
     )
+
+
+#: Display of a diagnosis known only by its disease group (free text).
+GROUP_DISPLAYS = {
+    "LBCL": "Large B-cell lymphoma",
+    "MM": "Multiple myeloma",
+    "B-ALL": "B-cell acute lymphoblastic leukaemia",
+    "other": "Other malignancy",
+}
+
+
+def _diagnosis_display(ctx: ImportContext, chosen: dict | None, group: str) -> str:
+    """Code table display, else the coding's display, else the group's name."""
+    if chosen is not None:
+        row = ctx.codes.lookup(chosen.get("system"), chosen.get("code"))
+        if row is not None and row.target_type == "diagnosis" and row.display:
+            return clean_text(row.display)
+        display = clean_text(chosen.get("display"))
+        if display:
+            return display
+    return GROUP_DISPLAYS[group]
 
 
 def _verification(res: dict) -> str | None:

@@ -6,6 +6,15 @@ NDJSON (one resource per line, as written by FHIR bulk export). Files may be
 gzip or bzip2 compressed; compression is recognised by its magic bytes, not by
 the file name. Text must be UTF-8 (a byte order mark is ignored).
 
+Hostile input ends in a problem, never in a crash (:mod:`cartwin.io._input`
+states the size limits): devices and FIFOs are refused, inputs and their
+decompressed bytes are limited to ``CARTWIN_MAX_INPUT_BYTES`` (1 GiB by
+default), JSON nested deeper than 100 levels (or than Python can parse) is
+``nesting-too-deep``,
+and an integer literal too large for a float is reported as a non-finite
+number at its field (one of more than 4300 digits, which Python refuses to
+read, is read as infinity, see :data:`MAX_INT_DIGITS`).
+
 Only the Bundle envelope is checked here (``entry`` is a list of objects);
 resources are validated one by one by the importer, so that a problem names
 the resource, not the bundle.
@@ -13,18 +22,22 @@ the resource, not the bundle.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import json
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from cartwin.io._input import (
+    InputError,
+    check_json_depth,
+    decompress_bounded,
+    read_bounded,
+)
 from cartwin.io.problems import FhirImportError, Problem
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_BZIP2_MAGIC = b"BZh"
+#: Longest integer literal read as an integer when a file holds one that
+#: Python refuses (over 4300 digits); longer ones then become infinity.
+MAX_INT_DIGITS = 30
 
 
 @dataclass(frozen=True)
@@ -52,17 +65,21 @@ def read_source(path_or_bytes, source_name: str | None) -> tuple[bytes, str]:
     Raises
     ------
     FhirImportError
-        With code ``io`` when a file cannot be read.
+        With code ``io`` when a file cannot be read, ``not-a-file`` for a
+        device, FIFO or folder, ``too-large`` above the input limit.
     """
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         return bytes(path_or_bytes), source_name or "<bytes>"
     path = Path(os.fspath(path_or_bytes))
     name = source_name or path.name
     try:
-        return path.read_bytes(), name
-    except OSError as exc:
-        problem = Problem("io", name, f"cannot read file {path}: {exc.strerror}")
-        raise FhirImportError([problem]) from None
+        return read_bounded(path, name), name
+    except InputError as exc:
+        detail = exc.detail
+        if exc.code == "io":
+            reason = detail.removeprefix("cannot be read: ")
+            detail = f"cannot read file {path}: {reason}"
+        raise FhirImportError([Problem(exc.code, name, detail)]) from None
 
 
 def parse_entries(raw: bytes, name: str) -> list[Entry]:
@@ -75,46 +92,69 @@ def parse_entries(raw: bytes, name: str) -> list[Entry]:
         JSON (with line and column) and top-level values that are not FHIR
         resources.
     """
-    text = _decode(_decompress(raw, name), name)
+    try:
+        data = decompress_bounded(raw, name)
+        check_json_depth(data, name)
+    except InputError as exc:
+        raise FhirImportError([Problem(exc.code, name, exc.detail)]) from None
+    text = _decode(data, name)
+    del data
     stripped = text.lstrip()
     if not stripped:
         raise FhirImportError([Problem("not-fhir", name, "file is empty")])
     try:
-        document = json.loads(text)
+        document = _loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg != "Extra data":
             raise FhirImportError([_json_problem(exc, text, name)]) from None
         return _parse_ndjson(text, name)
+    except _TooDeep:
+        raise FhirImportError([_too_deep(name, "resource")]) from None
     return _flatten(document, None, "resource", name)
 
 
-def _decompress(raw: bytes, name: str) -> bytes:
-    if raw.startswith(_GZIP_MAGIC):
-        kind, unpack = "gzip", gzip.decompress
-    elif raw.startswith(_BZIP2_MAGIC):
-        kind, unpack = "bzip2", _bunzip
-    else:
-        return raw
+class _TooDeep(Exception):
+    """JSON nested deeper than the parser's recursion limit."""
+
+
+def _loads(text: str):
+    """``json.loads``; ``_TooDeep`` for deep nesting.
+
+    Integers are parsed by ``json`` itself (a Python hook per integer costs
+    time on every file); only when Python refuses an integer literal (more
+    than 4300 digits) is the text parsed again with :func:`_bounded_int`.
+    Integers that are merely too large for a float are reported where they
+    are read (:func:`cartwin.io._checks.finite_number`).
+    """
     try:
-        return unpack(raw)
-    except EOFError:
-        message = f"{kind} data end early: the file is truncated"
-        raise FhirImportError([Problem("truncated", name, message)]) from None
-    except (OSError, ValueError, zlib.error) as exc:
-        message = f"{kind} data are corrupt: {exc}"
-        raise FhirImportError([Problem("compression", name, message)]) from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:  # an integer literal over Python's digit limit
+            return json.loads(text, parse_int=_bounded_int)
+    except RecursionError:
+        raise _TooDeep() from None
 
 
-def _bunzip(raw: bytes) -> bytes:
-    """Decompress one or more bzip2 streams; ``EOFError`` when one is cut."""
-    parts, data = [], raw
-    while data:
-        decompressor = bz2.BZ2Decompressor()
-        parts.append(decompressor.decompress(data))
-        if not decompressor.eof:
-            raise EOFError("bzip2 stream ends early")
-        data = decompressor.unused_data
-    return b"".join(parts)
+def _bounded_int(digits: str) -> int | float:
+    """An integer literal; beyond :data:`MAX_INT_DIGITS` digits, infinity.
+
+    Python refuses to convert more than 4300 digits (and no clinical value
+    has 30), so the value becomes ``inf`` and is reported as non-finite at
+    its field instead of failing the whole file.
+    """
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        return float("-inf") if digits.startswith("-") else float("inf")
+    return int(digits)
+
+
+def _too_deep(name: str, location: str) -> Problem:
+    message = (
+        "nesting too deep: the JSON nests arrays or objects deeper than can be "
+        "parsed (FHIR resources nest a few dozen levels at most)"
+    )
+    return Problem("nesting-too-deep", name, message, location=location)
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -143,9 +183,12 @@ def _parse_ndjson(text: str, name: str) -> list[Entry]:
         if not line.strip():
             continue
         try:
-            document = json.loads(line)
+            document = _loads(line)
         except json.JSONDecodeError as exc:
             problems.append(_json_problem(exc, line, name, line_base=line_no - 1))
+            continue
+        except _TooDeep:
+            problems.append(_too_deep(name, f"line {line_no}"))
             continue
         try:
             entries.extend(_flatten(document, None, f"line {line_no}", name))

@@ -5,6 +5,12 @@ Every code cartwin understands is listed in one CSV table, shipped as
 
 ``system,code,target_type,target,display,note``
 
+and the optional column ``lloq``: the lower limit of quantification of the
+assay a code stands for, in the canonical unit of its quantity (for example
+``1`` for a flow cytometry CAR T assay in cells/µL). A CAR T level of exactly
+0 without comparator from such a code is stored as censored below that limit
+(see :mod:`cartwin.io._checks`); without it, such a 0 is refused.
+
 ``target_type`` is ``observation`` (``target`` is a quantity key from
 ``quantities.csv``), ``event`` (``target`` is an event kind from
 :data:`cartwin.record.model.EVENT_KINDS`, optionally ``kind:detail`` such as
@@ -27,6 +33,7 @@ from __future__ import annotations
 import csv
 import functools
 import io as _stdio
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +48,8 @@ from cartwin.record.units import quantity_specs
 CODE_MAP_ENV = "CARTWIN_CODE_MAP"
 #: Columns every mapping table must have.
 COLUMNS = ("system", "code", "target_type", "target", "display", "note")
+#: Optional columns.
+OPTIONAL_COLUMNS = ("lloq",)
 #: Disease groups a ``diagnosis`` row may name.
 DISEASE_GROUPS = ("LBCL", "MM", "B-ALL", "other")
 #: Allowed values of ``target_type``.
@@ -67,6 +76,9 @@ class CodeMapping:
         Human-readable meaning from the table.
     origin : str
         ``file:line`` the row came from.
+    lloq : float or None
+        Lower limit of quantification in the canonical unit of the quantity
+        (observation rows only), ``None`` when not given.
     """
 
     system: str
@@ -75,6 +87,7 @@ class CodeMapping:
     target: str
     display: str
     origin: str
+    lloq: float | None = None
 
     @property
     def kind(self) -> str:
@@ -190,7 +203,7 @@ def _read_table(text: str, name: str) -> dict[tuple[str, str], CodeMapping]:
     rows: dict[tuple[str, str], CodeMapping] = {}
     problems: list[str] = []
     for line_no, raw in enumerate(reader, start=2):
-        row = {k: (raw.get(k) or "").strip() for k in COLUMNS}
+        row = {k: (raw.get(k) or "").strip() for k in (*COLUMNS, *OPTIONAL_COLUMNS)}
         problems.extend(_row_problems(row, f"{name}:{line_no}"))
         key = (normalise_system(row["system"]), row["code"])
         if key in rows:
@@ -205,6 +218,7 @@ def _read_table(text: str, name: str) -> dict[tuple[str, str], CodeMapping]:
             target=row["target"],
             display=row["display"],
             origin=f"{name}:{line_no}",
+            lloq=_lloq(row["lloq"]),
         )
     if problems:
         raise CodeMapError(f"code map {name} has bad rows:\n" + "\n".join(problems))
@@ -232,7 +246,26 @@ def _row_problems(row: Mapping[str, str], where: str) -> Iterable[str]:
         yield (
             f"{where}: column target = {target!r}; allowed: {', '.join(DISEASE_GROUPS)}"
         )
+    yield from _lloq_problems(row, where)
 
 
 def _kind(target: str) -> str:
     return target.partition(":")[0]
+
+
+def _lloq(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _lloq_problems(row: Mapping[str, str], where: str) -> Iterable[str]:
+    text = row["lloq"]
+    if not text:
+        return
+    if row["target_type"] != "observation":
+        yield f"{where}: column lloq = {text!r} is allowed on observation rows only"
+    elif _lloq(text) is None:
+        yield f"{where}: column lloq = {text!r} must be a positive number"

@@ -35,7 +35,11 @@ What is read
 
 Every other resource type is counted and skipped. Resources with status
 ``entered-in-error``, ``cancelled`` or ``not-done`` are skipped with that
-reason. See :mod:`cartwin.io._fhirtime` for times without zone and for dates.
+reason. See :mod:`cartwin.io._fhirtime` for times without zone and for dates,
+:mod:`cartwin.io._checks` for plausible values, ages and doses (an age
+outside 0-120 years is a problem of ``Patient.birthDate``), and
+:mod:`cartwin.io._input` for the input size limit. A resource nested too deep
+to validate is the problem ``nesting-too-deep``, never a crash.
 
 All problems of a file are collected and raised together
 (:class:`~cartwin.io.problems.FhirImportError`); a failed import returns
@@ -53,6 +57,7 @@ import os
 from dataclasses import dataclass
 
 from cartwin.errors import DataError
+from cartwin.io._checks import age_finding
 from cartwin.io._context import ImportContext, PatientData, Skip
 from cartwin.io._fhirtime import TimeProblem, parse_date
 from cartwin.io._resources import (
@@ -66,6 +71,7 @@ from cartwin.io._source import Entry, parse_entries, read_source
 from cartwin.io._validate import (
     READ_TYPES,
     VALIDATION_RELEASE,
+    Issue,
     ResourceValidator,
     model_class,
 )
@@ -221,7 +227,7 @@ def _first_pass(ctx: ImportContext, entries: list[Entry], validate_all: bool):
             ctx.tally.skip(rtype, "unknown resource type")
             continue
         if rtype in READ_TYPES or validate_all:
-            issues = validator.issues(entry.resource)
+            issues = _validated(validator, entry)
             for issue in issues:
                 ctx.problem(issue.code, entry, issue.field, issue.value, issue.message)
             if issues:
@@ -237,20 +243,33 @@ def _first_pass(ctx: ImportContext, entries: list[Entry], validate_all: bool):
     return work
 
 
+def _validated(validator: ResourceValidator, entry: Entry):
+    """Validation issues of one resource; deep nesting is an issue too."""
+    try:
+        return validator.issues(entry.resource)
+    except RecursionError:
+        return [_TOO_DEEP]
+
+
+_TOO_DEEP = Issue(
+    "nesting-too-deep",
+    "",
+    "",
+    "nesting too deep: the resource nests elements deeper than can be validated",
+)
+
+
 def _map_resources(ctx: ImportContext, work: list[Entry]) -> None:
     for order, entry in enumerate(work):
         rtype = entry.resource["resourceType"]
         _note_subject(ctx, entry)
         try:
-            if rtype == "Condition":
-                map_condition(ctx, entry, order)
-            elif rtype in _MAPPERS:
-                _MAPPERS[rtype](ctx, entry)
-                ctx.tally.used[rtype] += 1
-            elif rtype == "Patient":
-                ctx.tally.used[rtype] += 1
+            _map_one(ctx, entry, rtype, order)
         except Skip as skip:
             ctx.tally.skip(rtype, skip.args[0])
+        except RecursionError:
+            ctx.problem("nesting-too-deep", entry, "", "", _TOO_DEEP.message)
+            ctx.tally.skip(rtype, "problem")
     for entry in work:
         if entry.resource["resourceType"] != "Medication":
             continue
@@ -260,12 +279,22 @@ def _map_resources(ctx: ImportContext, work: list[Entry]) -> None:
             ctx.tally.skip("Medication", "not referenced by a mapped medication use")
 
 
+def _map_one(ctx: ImportContext, entry: Entry, rtype: str, order: int) -> None:
+    if rtype == "Condition":
+        map_condition(ctx, entry, order)
+    elif rtype in _MAPPERS:
+        _MAPPERS[rtype](ctx, entry)
+        ctx.tally.used[rtype] += 1
+    elif rtype == "Patient":
+        ctx.tally.used[rtype] += 1
+
+
 def _note_subject(ctx: ImportContext, entry: Entry) -> None:
     """Give every referenced patient a record, even when nothing maps."""
     if entry.resource["resourceType"] in ("Patient", "Medication"):
         return
     try:
-        ctx.subject(entry)
+        ctx.subject(entry, report=False)
     except Skip:
         pass  # the mapper counts the reason when the resource matters
 
@@ -326,6 +355,11 @@ def _age(ctx: ImportContext, data: PatientData, infusion: Event | None) -> int |
     if years < 0:
         message = f"is after the patient's reference day {reference.isoformat()}"
         ctx.problem("invalid", data.entry, "birthDate", repr(birth_text), message)
+        return None
+    finding = age_finding(years)
+    if finding is not None:
+        ctx.problem(finding.code, data.entry, "birthDate", repr(birth_text),
+                    f"{finding.message} (at {reference.isoformat()})")  # fmt: skip
         return None
     return years
 

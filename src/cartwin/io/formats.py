@@ -10,8 +10,6 @@ folder of CSV tables, or a ``postgresql://`` URL) and tabular research files
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,20 +98,24 @@ def detect_format(source: str | Path, *, mapping: Path | None = None) -> str:
 def _is_phenopacket(path: Path) -> bool:
     from cartwin.io.phenopacket import is_phenopacket
 
+    from cartwin.io._input import check_json_depth
+
+    text = _head(path, size=-1)
+    check_json_depth(text.encode("utf-8"), path.name)
     try:
-        document = json.loads(_head(path, size=-1))
+        document = json.loads(text)
     except ValueError:
         return False
     return isinstance(document, dict) and is_phenopacket(document)
 
 
 def _head(path: Path, size: int = 65536) -> str:
-    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix.lower(), open)
-    try:
-        with opener(path, "rb") as handle:
-            return handle.read(size).decode("utf-8", errors="replace")
-    except OSError as exc:
-        raise DataError(f"{path.name}: cannot be read ({exc})") from None
+    """First ``size`` bytes (all when negative), decompressed and size-bounded."""
+    from cartwin.io._input import read_head
+
+    return read_head(path, path.name, None if size < 0 else size).decode(
+        "utf-8", errors="replace"
+    )
 
 
 @dataclass(frozen=True)

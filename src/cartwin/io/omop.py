@@ -21,9 +21,12 @@ Every problem of a source is collected, then raised together as one
 :class:`OmopImportError` (a :class:`~cartwin.errors.DataError`; an
 :class:`OmopUnitError`, also a :class:`~cartwin.errors.UnitError`, when all
 are unit problems) whose ``problems`` name the table, row id, column and
-value. Problem codes: ``missing-table``, ``missing-column``, ``malformed``
-(a cell that does not cast to its CDM type), ``non-numeric``, ``non-finite``,
-``unit``, ``missing-time``, ``dates-out-of-order``, ``unknown-person``,
+value. Problem codes: ``missing-table``, ``missing-column``
+(``value_as_number`` is needed in ``measurement`` and ``observation``:
+without it every value would be dropped), ``malformed`` (a cell that does not
+cast to its CDM type), ``non-numeric``, ``non-finite``, ``unit``,
+``implausible``, ``not-detected``, ``missing-time``, ``timestamp-invalid``,
+``dates-out-of-order``, ``unknown-person``, ``duplicate-person``,
 ``missing-value``. Unknown concept ids are not errors: the report counts them
 per table and concept id.
 
@@ -200,7 +203,9 @@ def read_omop(
     codes = load_code_map(extra_codes)
     with _gc_paused():
         read = _read_source(source, schema, person_ids, Resolver(concepts, codes))
-        ctx = MapContext(read.name, site_utc_offset_min, read.resolver)
+        ctx = MapContext(
+            read.name, site_utc_offset_min, read.resolver, source_kind=read.kind
+        )
         _bad_cells(ctx, read.fetched)
         _map_all(ctx, read.fetched)
         records = build_records(ctx, key)

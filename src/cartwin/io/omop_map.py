@@ -25,12 +25,28 @@ Rules
   (``{cells}``, ``10*N{cells}``).
 * **Diagnosis**: of the condition (or episode) rows naming LBCL, MM or B-ALL,
   the earliest; else the earliest naming another malignancy.
-* **Facts**: the pseudonym is the keyed hash of ``person_source_value`` (or of
-  ``person_id`` when that is empty). The age is in whole years at the local
+* **Facts**: the pseudonym is the keyed hash of ``person_source_value``, the
+  hospital's own id, so that the same patient read from FHIR and from OMOP
+  gets one pseudonym. When it is empty, ``person_id`` is only the id of this
+  OMOP source, so the hashed id is ``omop:<kind>:<source name>:<person_id>``
+  (kind ``duckdb``, ``csv`` or ``postgresql``; the file or folder name, or
+  the URL without password and with ``#schema``): person 1 of one warehouse
+  and person 1 of another never share a pseudonym (renaming the file changes
+  these pseudonyms; fill ``person_source_value`` to avoid that). A
+  ``person_id`` that appears twice with different content (sex, birth,
+  source value) is the problem ``duplicate-person``; an identical repeat is
+  skipped and counted. The age is in whole years at the local
   day of CAR T infusion (else of the person's last data point), from
   ``birth_datetime`` or ``year/month/day_of_birth``; a missing month or day is
-  taken as 1 July (the age may then be one year off). Sex is ``male`` /
-  ``female`` for gender concepts 8507 / 8532, else ``None``.
+  taken as 1 July (the age may then be one year off); an age outside 0-120
+  years is a problem. Sex is ``male`` / ``female`` for gender concepts 8507 /
+  8532, else ``None``.
+* **Checks** (:mod:`cartwin.io._checks`): values outside the plausible range
+  of their quantity, CAR T levels of exactly 0 (send the limit of
+  quantification with ``operator_concept_id`` 4171756, ``<``), infusion doses
+  outside 1e5-1e11 cells and times outside the years 1900-2199 are problems.
+  Concept names kept as event names or diagnoses pass
+  :func:`~cartwin.io._checks.clean_text`.
 
 ``source_code`` of every item is ``OMOP|<concept_id>``; ``source_id`` is
 ``<table>/<row id>``.
@@ -45,13 +61,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from cartwin.errors import UnitError
+from cartwin.io._checks import (
+    YEAR_RANGE,
+    age_finding,
+    clean_text,
+    dose_finding,
+    instant_finding,
+    value_finding,
+)
 from cartwin.io.omop_report import Tally
 from cartwin.io.omop_resolve import Resolver
 from cartwin.io.omop_source import Fetched
 from cartwin.io.problems import Problem, short_repr
 from cartwin.record.model import Event, Observation, PatientFacts, PatientRecord
 from cartwin.record.pseudonym import pseudonymise
-from cartwin.record.units import canonical_unit, to_canonical
+from cartwin.record.units import canonical_unit, plausible_range, to_canonical
 from cartwin.store.schema import GENDER_CONCEPTS, OPERATOR_CENSORING
 
 #: Code system written in ``source_code`` for OMOP concept ids.
@@ -60,6 +84,8 @@ OMOP_SYSTEM = "OMOP"
 DATE_ONLY_TIME = dt.time(12, 0)
 _UTC = dt.timezone.utc
 _SEX = {concept: sex for sex, concept in GENDER_CONCEPTS.items()}
+#: Local years whose UTC instant is inside YEAR_RANGE under any offset (+-14 h).
+_SAFE_YEARS = (YEAR_RANGE[0] + 1, YEAR_RANGE[1] - 1)
 _CELL_UNIT = re.compile(r"^(?:10[*^](\d{1,2})\s*)?(?:\{cells?\}|cells?)?$")
 
 
@@ -91,9 +117,15 @@ class MapContext:
     """State of one import: persons, problems and counters."""
 
     def __init__(
-        self, source_name: str, site_utc_offset_min: int, resolver: Resolver
+        self,
+        source_name: str,
+        site_utc_offset_min: int,
+        resolver: Resolver,
+        *,
+        source_kind: str = "",
     ) -> None:
         self.source_name = source_name
+        self.source_kind = source_kind
         self.offset_min = site_utc_offset_min
         self.offset = dt.timedelta(minutes=site_utc_offset_min)
         self.resolver = resolver
@@ -118,12 +150,36 @@ class MapContext:
         )
 
     def local_to_utc(self, value) -> dt.datetime | None:
-        """UTC instant of a zone-less site-local date or datetime."""
+        """UTC instant of a zone-less site-local date or datetime.
+
+        Raises
+        ------
+        OutOfRange
+            When the value lies outside the accepted years (see
+            :data:`cartwin.io._checks.YEAR_RANGE`).
+        """
         if value is None:
             return None
         if not isinstance(value, dt.datetime):
             value = dt.datetime.combine(value, DATE_ONLY_TIME)
-        return (value - self.offset).replace(tzinfo=_UTC)
+        if not YEAR_RANGE[0] <= value.year <= YEAR_RANGE[1]:
+            raise OutOfRange(instant_finding(value).message)
+        when = (value - self.offset).replace(tzinfo=_UTC)
+        finding = instant_finding(when)
+        if finding is not None:
+            raise OutOfRange(finding.message)
+        return when
+
+    def person_source_id(self, person_id: int) -> str:
+        """The hashed id of a person without ``person_source_value``."""
+        name = self.source_name
+        if self.source_kind in ("duckdb", "csv"):
+            name = name.replace("\\", "/").rstrip("/").rpartition("/")[2]
+        return f"omop:{self.source_kind}:{name}:{person_id}"
+
+
+class OutOfRange(ValueError):
+    """A date or datetime outside the accepted years; ``args[0]`` says why."""
 
 
 class Skip(Exception):
@@ -132,7 +188,7 @@ class Skip(Exception):
 
 # -- person ----------------------------------------------------------------------
 def map_persons(ctx: MapContext, fetched: Fetched) -> None:
-    """Register every person row."""
+    """Register every person row; a ``person_id`` given twice must agree."""
     col = fetched.index()
     ctx.tally.read["person"] += len(fetched.rows)
     for row in fetched.rows:
@@ -140,14 +196,32 @@ def map_persons(ctx: MapContext, fetched: Fetched) -> None:
         if pid is None:
             ctx.problem("missing-value", "person/?", "person_id", None, "is empty")
             continue
-        source_id = (row[col["person_source_value"]] or "").strip() or str(pid)
-        ctx.persons[pid] = PersonData(
+        source_value = clean_text(row[col["person_source_value"]])
+        person = PersonData(
             person_id=pid,
-            source_id=source_id,
+            source_id=source_value or ctx.person_source_id(pid),
             sex=_SEX.get(row[col["gender_concept_id"]]),
             birth=_birth(row, col),
         )
-        ctx.tally.used["person"] += 1
+        earlier = ctx.persons.get(pid)
+        if earlier is None:
+            ctx.persons[pid] = person
+            ctx.tally.used["person"] += 1
+        elif _facts_of(earlier) == _facts_of(person):
+            ctx.tally.skips["person"]["repeated row"] += 1
+        else:
+            ctx.problem(
+                "duplicate-person",
+                f"person/{pid}",
+                "person_id",
+                pid,
+                "appears in two rows that disagree (sex, birth or "
+                "person_source_value); keep one row per person",
+            )
+
+
+def _facts_of(person: PersonData) -> tuple:
+    return person.source_id, person.sex, person.birth
 
 
 def _birth(row: tuple, col: dict[str, int]):
@@ -207,6 +281,7 @@ def map_quantities(ctx: MapContext, fetched: Fetched) -> None:
             t,
             canonical_unit(t.target) if t.target_type == "observation" else "",
             f"{OMOP_SYSTEM}|{cid}",
+            plausible_range(t.target) if t.target_type == "observation" else None,
         )
         for cid, t in _accepted(ctx, fetched, cols.concept).items()
     }
@@ -231,7 +306,7 @@ def map_quantities(ctx: MapContext, fetched: Fetched) -> None:
 def _quantity(ctx: MapContext, row: tuple, cols: ValueColumns, found, units) -> None:
     # This runs once per measurement row (10^6 in the benchmark): the common
     # path is inlined, each rare case goes to a helper that records why.
-    target, canonical, source_code = found
+    target, canonical, source_code, (low, high) = found
     where = f"{cols.table}/{row[cols.key]}"
     person = ctx.persons.get(row[cols.person]) or _person(ctx, row[cols.person], where)
     value = row[cols.value]
@@ -250,13 +325,20 @@ def _quantity(ctx: MapContext, row: tuple, cols: ValueColumns, found, units) -> 
         message = _unit_message(exc, unit, target.target)
         ctx.problem("unit", where, unit_column, unit, message)
         raise Skip("problem") from None
+    if converted == 0 or not low <= converted <= high:
+        _check_value(ctx, target.target, (converted, censored), where, value)
     local = row[cols.datetime]
+    column = cols.datetime
     if local is None:
-        local = _required_date(ctx, row, cols, where)
+        local, column = _required_date(ctx, row, cols, where), cols.date
+    if _SAFE_YEARS[0] <= local.year <= _SAFE_YEARS[1]:
+        when = (local - ctx.offset).replace(tzinfo=_UTC)
+    else:
+        when = _utc(ctx, local, where, cols.names[column])
     person.observations.append(
         Observation(
             quantity=target.target,
-            time=(local - ctx.offset).replace(tzinfo=_UTC),
+            time=when,
             value=converted,
             unit=canonical,
             censored=censored,
@@ -267,6 +349,23 @@ def _quantity(ctx: MapContext, row: tuple, cols: ValueColumns, found, units) -> 
             source_utc_offset_min=ctx.offset_min,
         )
     )
+
+
+def _check_value(ctx: MapContext, quantity: str, value, where: str, shown) -> None:
+    finding = value_finding(quantity, *value)
+    if finding is not None:
+        ctx.problem(finding.code, where, "value_as_number", shown, finding.message)
+        raise Skip("problem")
+
+
+def _utc(ctx: MapContext, local, where: str, column: str) -> dt.datetime:
+    """UTC instant of a site-local value; a problem outside the accepted years."""
+    try:
+        return ctx.local_to_utc(local)
+    except OutOfRange as exc:
+        shown = local.isoformat(sep=" ") if hasattr(local, "isoformat") else local
+        ctx.problem("timestamp-invalid", where, column, shown, exc.args[0])
+        raise Skip("problem") from None
 
 
 def _required_date(ctx: MapContext, row: tuple, cols: ValueColumns, where: str):
@@ -310,9 +409,9 @@ def _unit(ctx: MapContext, row: tuple, cols: ValueColumns, cache: dict):
     if found is None:
         code = ctx.resolver.unit(key[0])
         if code is not None:
-            found = (code, "unit_concept_id")
+            found = (clean_text(code), "unit_concept_id")
         else:
-            found = ((key[1] or "").strip(), "unit_source_value")
+            found = (clean_text(key[1]), "unit_source_value")
         cache[key] = found
     return found
 
@@ -420,7 +519,13 @@ def _event_row(
         group = (target.target, target.name)
     if group is not None:
         person.diagnoses.append(
-            Candidate(group[0], group[1], f"{OMOP_SYSTEM}|{concept_id}", start, order)
+            Candidate(
+                group[0],
+                clean_text(group[1]),
+                f"{OMOP_SYSTEM}|{concept_id}",
+                start,
+                order,
+            )
         )
         return
     dose, dose_unit = _dose(ctx, row, col, spec, target, where)
@@ -437,9 +542,8 @@ def _span(ctx: MapContext, row, col, spec: EventColumns, where: str, names):
     )
     end = None
     if spec.end_datetime is not None:
-        end = ctx.local_to_utc(
-            _first(row[col[spec.end_datetime]], row[col[spec.end_date]])
-        )
+        local = _first(row[col[spec.end_datetime]], row[col[spec.end_date]])
+        end = _utc(ctx, local, where, f"{spec.end_date} / {spec.end_datetime}")
     if end is not None and end < start:
         ctx.problem(
             "dates-out-of-order",
@@ -464,7 +568,7 @@ def _dose(ctx: MapContext, row, col, spec: EventColumns, target, where: str):
     if amount is None or not unit:
         return None, ""
     if target.kind != "infusion":
-        return float(amount), unit
+        return float(amount), clean_text(unit)
     match = _CELL_UNIT.match(unit)
     if match is None:
         ctx.problem(
@@ -476,7 +580,12 @@ def _dose(ctx: MapContext, row, col, spec: EventColumns, target, where: str):
         )
         raise Skip("problem")
     scale = 10 ** int(match.group(1)) if match.group(1) else 1
-    return float(amount) * scale, "{cells}"
+    cells = float(amount) * scale
+    finding = dose_finding(cells)
+    if finding is not None:
+        ctx.problem(finding.code, where, spec.dose, amount, finding.message)
+        raise Skip("problem")
+    return cells, "{cells}"
 
 
 def _event(
@@ -486,7 +595,7 @@ def _event(
         kind=target.kind,
         start=start,
         end=end,
-        name=target.name,
+        name=clean_text(target.name),
         detail=target.detail,
         source_code=f"{OMOP_SYSTEM}|{concept_id}",
         source_id=where,
@@ -533,7 +642,8 @@ def _person(ctx: MapContext, person_id, where: str) -> PersonData:
 def _required_time(
     ctx: MapContext, row, i_datetime: int, i_date: int, where: str, names
 ) -> dt.datetime:
-    when = ctx.local_to_utc(_first(row[i_datetime], row[i_date]))
+    local = _first(row[i_datetime], row[i_date])
+    when = _utc(ctx, local, where, f"{names[i_date]} / {names[i_datetime]}")
     if when is None:
         ctx.problem(
             "missing-time",
@@ -604,4 +714,12 @@ def _age(ctx: MapContext, person: PersonData, infusion: Event | None) -> int | N
     year, month, mday = person.birth
     month, mday = (month, mday) if month and mday else (7, 1)
     years = day.year - year - ((day.month, day.day) < (month, mday))
-    return years if years >= 0 else None
+    if years < 0:
+        return None
+    finding = age_finding(years)
+    if finding is not None:
+        ctx.problem(finding.code, f"person/{person.person_id}",
+                    "year_of_birth / birth_datetime", year,
+                    f"{finding.message} (on {day.isoformat()})")  # fmt: skip
+        return None
+    return years

@@ -138,8 +138,8 @@ TABLE_SPECS = {
             "measurement",
             "measurement_id",
             "measurement_id:id person_id:id measurement_concept_id:id "
-            "measurement_date:date",
-            "measurement_datetime:ts operator_concept_id:id value_as_number:num "
+            "measurement_date:date value_as_number:num",
+            "measurement_datetime:ts operator_concept_id:id "
             "unit_concept_id:id unit_source_value:text value_source_value:text "
             "measurement_source_value:text",
         ),
@@ -147,8 +147,8 @@ TABLE_SPECS = {
             "observation",
             "observation_id",
             "observation_id:id person_id:id observation_concept_id:id "
-            "observation_date:date",
-            "observation_datetime:ts value_as_number:num unit_concept_id:id "
+            "observation_date:date value_as_number:num",
+            "observation_datetime:ts unit_concept_id:id "
             "unit_source_value:text value_as_string:text "
             "observation_source_value:text",
         ),

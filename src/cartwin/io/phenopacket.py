@@ -81,6 +81,20 @@ Written by :func:`export_phenopacket` and read back by
 - the age is written as ``timeAtLastEncounter`` although cartwin holds the
   age at infusion: the schema has no field for an age at a chosen instant.
 
+Checks
+------
+As in the other readers (:mod:`cartwin.io._checks`): values outside the
+plausible range of their quantity, CAR T levels of exactly 0 (censored below
+the code's ``lloq`` when the code map gives one, else refused), infusion doses
+outside 1e5-1e11 cells, ages outside 0-120 years and timestamps outside the
+years 1900-2199 are problems. Event names are the code table's display (the
+term's label only when the table gives none), a diagnosis keeps the label of
+its term (never free text); labels pass
+:func:`~cartwin.io._checks.clean_text`. Inputs are limited in size
+(:mod:`cartwin.io._input`), integer literals longer than 30 digits read as
+infinity (a non-finite value), and JSON nested too deep is the problem
+``nesting-too-deep``.
+
 Twin outputs (forecast Cmax, Tmax, AUC0-28 with the interval in
 ``referenceRange``, scores, CRS and ICANS maximum grades) are written as
 measurements with ``CARTWIN.TWIN`` assays; the reader skips them as outputs,
@@ -99,7 +113,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import math
 import os
 import re
 import warnings
@@ -112,7 +125,18 @@ from google.protobuf.json_format import ParseDict, ParseError
 
 from cartwin import __version__
 from cartwin.errors import DataError, DataQualityWarning, UnitError
+from cartwin.io._checks import (
+    age_finding,
+    clean_text,
+    dose_finding,
+    finite_number,
+    instant_finding,
+    undetected,
+    value_finding,
+)
 from cartwin.io._disease import coding_group, text_group
+from cartwin.io._input import InputError, check_json_depth, read_bounded
+from cartwin.io._source import MAX_INT_DIGITS
 from cartwin.io.codes import CodeMap, CodeMapping, CodeMapSource, load_code_map
 from cartwin.io.problems import Problem
 from cartwin.io.report import CodingCount, ResourceCount, Tally
@@ -396,12 +420,16 @@ def read_phenopacket(
     if not isinstance(key, (bytes, bytearray)) or not key:
         raise DataError("key must be non-empty bytes (see cartwin.record.pseudonym)")
     raw, name = _read_bytes(path_or_bytes, source_name)
-    document = _camel(_load_json(raw, name))
-    packets, kind = _schema_check(document, name)
-    reader = _Reader(name, load_code_map(extra_codes))
-    records = tuple(
-        reader.record(packet, key, site_utc_offset_min) for packet in packets
-    )
+    try:
+        document = _camel(_load_json(raw, name))
+        packets, kind = _schema_check(document, name)
+        reader = _Reader(name, load_code_map(extra_codes))
+        records = tuple(
+            reader.record(packet, key, site_utc_offset_min) for packet in packets
+        )
+    except RecursionError:
+        message = "nesting too deep: the JSON nests elements deeper than can be read"
+        raise PhenopacketError([Problem("nesting-too-deep", name, message)]) from None
     if reader.problems:
         raise PhenopacketError(reader.problems)
     shown = _redact(name, packets, key)
@@ -415,16 +443,23 @@ def _read_bytes(source: Source, source_name: str | None) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), source_name or "<bytes>"
     path = Path(os.fspath(source))
+    name = source_name or path.name
     try:
-        return path.read_bytes(), source_name or path.name
-    except OSError as exc:
-        problem = Problem("io", source_name or path.name, f"cannot read {path}: {exc}")
-        raise PhenopacketError([problem]) from None
+        return read_bounded(path, name), name
+    except InputError as exc:
+        detail = exc.detail
+        if exc.code == "io":
+            detail = f"cannot read {path}: {detail.removeprefix('cannot be read: ')}"
+        raise PhenopacketError([Problem(exc.code, name, detail)]) from None
 
 
 def _load_json(raw: bytes, name: str) -> Any:
     try:
-        return json.loads(raw.decode("utf-8-sig"))
+        check_json_depth(raw, name)
+    except InputError as exc:
+        raise PhenopacketError([Problem(exc.code, name, exc.detail)]) from None
+    try:
+        return json.loads(raw.decode("utf-8-sig"), parse_int=_bounded_int)
     except UnicodeDecodeError as exc:
         raise PhenopacketError(
             [Problem("encoding", name, f"not UTF-8: {exc}")]
@@ -435,6 +470,26 @@ def _load_json(raw: bytes, name: str) -> Any:
         raise PhenopacketError(
             [Problem("malformed-json", name, message, location=where)]
         ) from None
+
+
+def _bounded_int(digits: str) -> int | float:
+    """An integer literal; beyond :data:`MAX_INT_DIGITS` digits, infinity."""
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        return float("-inf") if digits.startswith("-") else float("inf")
+    return int(digits)
+
+
+def _number(value: Any) -> float | None:
+    """A finite float of a JSON number or of its text, else ``None``.
+
+    Protobuf JSON allows a double written as text (``"5.0"``).
+    """
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    return finite_number(value)
 
 
 def _camel(value: Any) -> Any:
@@ -631,10 +686,11 @@ class _Reader:
                 f"unit {unit_term.get('id')!r} ({unit_term.get('label', '')}) "
                 "is not UCUM or a known UO/NCIT unit"
             )
-        value = float(quantity.get("value", 0.0))
-        if not math.isfinite(value):
-            at = f"{where}.value.quantity.value"
-            self.problem("non-finite", at, value, "is not a finite number")
+        value = _number(quantity.get("value", 0.0))
+        at = f"{where}.value.quantity.value"
+        if value is None:
+            shown = quantity.get("value")
+            self.problem("non-finite", at, shown, "is not a finite number")
             raise _Skip("problem")
         try:
             converted = to_canonical(value, ucum, row.target)
@@ -644,18 +700,25 @@ class _Reader:
             )
             raise _Skip("problem") from None
         description = str(item.get("description", ""))
-        censored = _CENSORED.search(description)
+        found = _CENSORED.search(description)
         source_id = _SOURCE_ID.search(description)
+        converted, censored = undetected(
+            row.target, converted, found and found.group(1), row.lloq
+        )
+        finding = value_finding(row.target, converted, censored)
+        if finding is not None:
+            self.problem(finding.code, at, value, finding.message)
+            raise _Skip("problem")
         patient.observations.append(
             Observation(
                 quantity=row.target,
                 time=when[0],
                 value=converted,
                 unit=canonical_unit(row.target),
-                censored=censored and censored.group(1),
-                source_code=f"{coding['system']}|{coding['code']}",
+                censored=censored,
+                source_code=_source_code(coding),
                 source_value=value,
-                source_unit=ucum,
+                source_unit=clean_text(ucum),
                 source_id=source_id.group(1) if source_id else where,
                 source_utc_offset_min=when[1],
             )
@@ -699,14 +762,17 @@ class _Reader:
         if not quantity:
             return None, ""
         unit = unit_ucum(quantity.get("unit") or {}) or ""
-        value = float(quantity.get("value", 0.0))
-        if not math.isfinite(value):
+        value = _number(quantity.get("value", 0.0))
+        if value is None:
             self.problem(
-                "non-finite", f"{where}.value", value, "is not a finite number"
+                "non-finite",
+                f"{where}.value",
+                quantity.get("value"),
+                "is not a finite number",
             )
             raise _Skip("problem")
         if row.kind != "infusion":
-            return value, unit
+            return value, clean_text(unit)
         match = _CELLS.match(unit)
         if match is None:
             message = (
@@ -716,7 +782,12 @@ class _Reader:
                 "unit", f"{where}.unit", (quantity.get("unit") or {}).get("id"), message
             )
             raise _Skip("problem")
-        return value * 10 ** int(match.group(1) or 0), "{cells}"
+        cells = value * 10 ** int(match.group(1) or 0)
+        finding = dose_finding(cells)
+        if finding is not None:
+            self.problem(finding.code, f"{where}.value", value, finding.message)
+            raise _Skip("problem")
+        return cells, "{cells}"
 
     def _feature(self, item: dict, where: str, patient: _Patient) -> None:
         coding, row = self.mapped(
@@ -743,28 +814,37 @@ class _Reader:
         if group is None:
             raise _Skip("no CAR T disease code")
         onset = (item.get("onset") or {}).get("timestamp", "9999-12-31")
-        code = f"{coding['system']}|{coding['code']}" if coding["code"] else None
+        code = _source_code(coding) if coding["code"] else None
         patient.diagnoses.append(
             _Diagnosis(
                 group == "other",
                 str(onset),
                 len(patient.diagnoses),
                 group,
-                coding["display"] or None,
+                self._diagnosis_display(coding),
                 code,
             )
         )
+
+    def _diagnosis_display(self, coding: dict) -> str | None:
+        """The code table's display of a diagnosis row, else the term's label."""
+        row = self.codes.lookup(coding["system"], coding["code"])
+        if row is not None and row.target_type == "diagnosis" and row.display:
+            return clean_text(row.display)
+        return clean_text(coding["display"]) or None
 
     # -- time -----------------------------------------------------------------
     def _instant(self, element: dict | None, where: str, *, use_start: bool = False):
         """``((start, offset), (end, offset) | None)`` of a TimeElement."""
         element = element or {}
         if "timestamp" in element:
-            return _parse_instant(element["timestamp"]), None
+            return self._parsed(element["timestamp"], f"{where}.timestamp"), None
         interval = element.get("interval")
         if interval:
-            start = _parse_instant(interval["start"])
-            end = _parse_instant(interval["end"]) if interval.get("end") else None
+            start = self._parsed(interval["start"], f"{where}.interval.start")
+            end = None
+            if interval.get("end"):
+                end = self._parsed(interval["end"], f"{where}.interval.end")
             _check_order(self, start[0], end and end[0], where)
             if use_start:
                 return start, None
@@ -777,9 +857,27 @@ class _Reader:
             )
         raise _Skip("no time")
 
+    def _parsed(self, text: str, where: str) -> tuple[dt.datetime, int]:
+        """``_parse_instant``; a problem outside the accepted years."""
+        instant, offset = _parse_instant(text)
+        finding = instant_finding(instant)
+        if finding is not None:
+            self.problem(finding.code, where, text, finding.message)
+            raise _Skip("problem")
+        return instant, offset
+
     def _age(
         self, subject: dict, patient: _Patient, infusions: list[Event]
     ) -> int | None:
+        years, where, shown = self._years(subject, patient, infusions)
+        finding = None if years is None else age_finding(years)
+        if finding is None:
+            return years
+        self.problem(finding.code, where, shown, finding.message)
+        return None
+
+    def _years(self, subject: dict, patient: _Patient, infusions: list[Event]):
+        """``(age in years or None, field, value)`` from birth date or duration."""
         birth = subject.get("dateOfBirth")
         reference = _reference_point(patient, infusions)
         if birth and reference is not None:
@@ -790,16 +888,18 @@ class _Reader:
                 day.year - born.year - ((day.month, day.day) < (born.month, born.day))
             )
             if years >= 0:
-                return years
+                return years, "subject.dateOfBirth", birth
             self.problem(
                 "invalid",
                 "subject.dateOfBirth",
                 birth,
                 f"is after the patient's reference day {day.isoformat()}",
             )
-            return None
+            return None, "", ""
         duration = (subject.get("timeAtLastEncounter") or {}).get("age") or {}
-        return _duration_years(duration.get("iso8601duration"))
+        text = duration.get("iso8601duration")
+        field_name = "subject.timeAtLastEncounter.age.iso8601duration"
+        return _duration_years(text), field_name, text
 
     # -- report ---------------------------------------------------------------
     def report(self, records, name: str, digest: str, schema: str, kind: str):
@@ -848,14 +948,18 @@ def _event(row, coding, start, end, where, dose=None, dose_unit="") -> Event:
         kind=row.kind,
         start=start[0],
         end=None if end is None else end[0],
-        name=coding["display"] or row.display,
+        name=row.display or clean_text(coding["display"]),
         dose=dose,
         dose_unit=dose_unit,
         detail=row.detail,
-        source_code=f"{coding['system']}|{coding['code']}",
+        source_code=_source_code(coding),
         source_id=where,
         source_utc_offset_min=start[1],
     )
+
+
+def _source_code(coding: dict) -> str:
+    return f"{clean_text(coding['system'])}|{clean_text(coding['code'])}"
 
 
 def _is_pressure(ucum: str) -> bool:
@@ -888,6 +992,8 @@ def _duration_years(text: str | None) -> int | None:
     match = _DURATION.match(text or "")
     if not text or match is None:
         return None
+    if any(len(g or "") > 18 for g in match.groups()):
+        return 10**18  # far beyond any age (and no 4300-digit int); implausible
     years, months, weeks, days = (int(g or 0) for g in match.groups())
     return years + months // 12 + int((weeks * 7 + days) / 365.25)
 

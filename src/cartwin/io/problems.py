@@ -7,9 +7,15 @@ value.
 
 Problem codes
 -------------
-``io``, ``compression``, ``truncated``, ``encoding``, ``malformed-json``,
+``io``, ``not-a-file`` (a device, FIFO or folder), ``too-large`` (above
+``CARTWIN_MAX_INPUT_BYTES``, see :mod:`cartwin.io._input`), ``compression``,
+``truncated``, ``encoding``, ``malformed-json``, ``nesting-too-deep``,
 ``not-fhir``, ``unknown-resource-type``, ``invalid`` (failed validation),
+``invalid-reference`` (an empty or malformed patient reference),
 ``missing-value``, ``missing-time``, ``unit``, ``non-finite``,
+``implausible`` (outside the plausible range of the quantity, age or dose),
+``not-detected`` (a CAR T level of 0 without a known limit of
+quantification), ``date-order`` (an end before its start),
 ``timestamp-no-zone``, ``timestamp-imprecise``, ``timestamp-invalid``,
 ``unsupported``, ``missing-id``.
 
@@ -99,7 +105,12 @@ def raise_problems(problems: list[Problem]) -> None:
 
 
 def short_repr(value: object, limit: int = 80) -> str:
-    """``repr`` of a value, cut to ``limit`` characters."""
+    """``repr`` of a value, cut to ``limit`` characters.
+
+    Integers too long for ``repr`` (over 4300 digits) are described instead.
+    """
+    if isinstance(value, int) and value.bit_length() > 4 * limit:
+        return f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

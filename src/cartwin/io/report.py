@@ -4,6 +4,9 @@ The report counts resources by type (read = used + skipped, each skip with its
 reason) and codings by ``(resource type, element, system, code, display)``,
 split into recognised (mapped by the code table) and unrecognised. It holds no
 patient identifier: only codes, code displays, counts and the file's hash.
+Systems, codes and displays are kept as the file writes them after
+:func:`cartwin.io._checks.clean_text` (no control characters, at most 200
+characters): a display is free text of the sender's choosing.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from cartwin.io._checks import clean_text
 from cartwin.io.codes import CodeMapping
 
 
@@ -165,28 +169,14 @@ class Tally:
     ) -> None:
         """Count one coding, recognised when ``mapping`` is given."""
         target = mapping.target if mapping is not None else ""
-        key = (
-            resource_type,
-            element,
-            str(coding.get("system", "")),
-            str(coding.get("code", "")),
-            str(coding.get("display", "")),
-            mapping is not None,
-            target,
-        )
+        key = (resource_type, element, *_coding_text(coding), mapping is not None,
+               target)  # fmt: skip
         self.codings[key] += 1
 
     def disease(self, resource_type: str, coding: dict, group: str | None) -> None:
         """Count one condition coding, recognised when it gave a disease group."""
-        key = (
-            resource_type,
-            "code",
-            str(coding.get("system", "")),
-            str(coding.get("code", "")),
-            str(coding.get("display", "")),
-            group is not None,
-            group or "",
-        )
+        key = (resource_type, "code", *_coding_text(coding), group is not None,
+               group or "")  # fmt: skip
         self.codings[key] += 1
 
     def skip(self, resource_type: str, reason: str) -> None:
@@ -207,3 +197,8 @@ class Tally:
         """Per-coding counts, most frequent first."""
         items = sorted(self.codings.items(), key=lambda kv: (-kv[1], kv[0]))
         return tuple(CodingCount(*key, count) for key, count in items)
+
+
+def _coding_text(coding: dict) -> tuple[str, str, str]:
+    """``(system, code, display)`` of a coding, cleaned for keeping."""
+    return tuple(clean_text(coding.get(k, "")) for k in ("system", "code", "display"))

@@ -93,6 +93,18 @@ a bad file never reaches the store. A faulty mapping raises
 :class:`~cartwin.io.tabular_problems.TabularMappingError` before the table is
 read. Patient ids never appear in messages, records or the report.
 
+Input limits
+------------
+Only regular files are read, up to ``CARTWIN_MAX_INPUT_BYTES`` bytes (1 GiB
+by default; see :mod:`cartwin.io._input`). A table with a header but no data row
+(or only blank rows) imports nothing and says so: the report's ``warnings``
+holds "no data rows" and a :class:`~cartwin.errors.DataQualityWarning` is
+issued, so an empty export does not pass unnoticed. Values pass the checks of
+:mod:`cartwin.io._checks` (plausible ranges, CAR T zeros, doses); a
+``[columns.NAME]`` may give ``lloq``, the assay's lower limit of
+quantification in the canonical unit, so that a CAR T level of 0 is stored as
+censored below it.
+
 Known limits
 ------------
 Only the mapped columns are read: patient facts other than the product (age,
@@ -109,11 +121,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
-from cartwin.errors import DataError
+from cartwin.errors import DataError, DataQualityWarning
+from cartwin.io._input import InputError, read_bounded
 from cartwin.io.tabular_export import (
     long_table,
     mapping_toml,
@@ -176,6 +190,8 @@ class TabularReport:
         the mapping does not map).
     ignored_columns : tuple[str, ...]
         Headers the mapping does not read.
+    warnings : tuple[str, ...]
+        Things worth a look that did not stop the import (e.g. no data rows).
     """
 
     source_name: str
@@ -193,6 +209,7 @@ class TabularReport:
     quantities: tuple[tuple[str, int], ...]
     skipped: tuple[tuple[str, int], ...]
     ignored_columns: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (for the store's import log)."""
@@ -200,6 +217,7 @@ class TabularReport:
         out["quantities"] = dict(self.quantities)
         out["skipped"] = dict(self.skipped)
         out["ignored_columns"] = list(self.ignored_columns)
+        out["warnings"] = list(self.warnings)
         return out
 
 
@@ -282,6 +300,7 @@ def read_tabular(
         n_events=sum(len(r.events) for r in contents.records),
         quantities=_quantities(contents.records), skipped=contents.skipped,
         ignored_columns=contents.ignored_columns,
+        warnings=_warnings(name, contents.n_rows, len(contents.records)),
     )  # fmt: skip
     # The store's idempotence key covers the table AND its mapping: the same
     # table re-read with a corrected mapping is a new import, not a repeat.
@@ -291,11 +310,19 @@ def read_tabular(
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise TabularImportError(
-            [CellProblem("io", path.name, f"cannot be read ({exc.strerror})")]
-        ) from None
+        return read_bounded(path, path.name)
+    except InputError as exc:
+        raise TabularImportError([CellProblem(exc.code, path.name, exc.detail)]) \
+            from None
+
+
+def _warnings(name: str, n_rows: int, n_patients: int) -> tuple[str, ...]:
+    if n_patients:
+        return ()
+    what = "no data rows (header rows only)" if not n_rows else "only blank rows"
+    message = f"{name}: {what}; nothing was imported"
+    warnings.warn(message, DataQualityWarning, stacklevel=3)
+    return (message,)
 
 
 def _redact(name: str, source_ids: Sequence[str], mapping: TabularMapping,

@@ -6,7 +6,8 @@ Rules
   censoring operator: ``<``, ``<=``, ``≤`` (below a limit of quantification,
   the value is the limit) or ``>``, ``>=``, ``≥`` (above an upper limit).
   With ``decimal = ","`` a comma is the decimal mark; thousands separators
-  are refused rather than guessed.
+  are refused rather than guessed (``1,000`` may be 1000 or 1.0, so the
+  message asks to write the number without separators).
 - Times: native date-times, dates, or text in ISO 8601
   (``2024-03-06``, ``2024-03-06 08:00``, ``2024-03-06T08:00:00+01:00``,
   ``...Z``) or in the mapping's ``date_format`` (:func:`datetime.strptime`).
@@ -15,14 +16,18 @@ Rules
   otherwise, so that its calendar day survives any offset up to ±12 h).
   Without a site offset both are errors (``DESIGN.md``: a timestamp without a
   zone is an error unless the user states the site's zone).
+- Times must fall in the years 1900 to 2199 once in UTC
+  (:data:`cartwin.io._checks.YEAR_RANGE`); ``0001-01-01 00:30`` at +60 min
+  has no UTC equivalent at all.
 - Day offsets: whole numbers of days, ``-7``, ``7``, ``7.0``, ``+7``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
+
+from cartwin.io._checks import finite_number, instant_finding
 
 _UTC = dt.timezone.utc
 _CENSORING = (
@@ -31,6 +36,7 @@ _CENSORING = (
 )  # fmt: skip
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 #: Censoring words accepted in a separate censoring column.
 CENSORED_WORDS = {
     "below": "below", "<": "below", "<=": "below", "≤": "below",
@@ -84,8 +90,8 @@ def parse_number(value: object, decimal_mark: str = ".") -> tuple[float, str | N
     if isinstance(value, str):
         value, censored = _split_operator(value.strip())
         value = _text_number(value, decimal_mark)
-    number = float(value)
-    if not math.isfinite(number):
+    number = finite_number(value)
+    if number is None:
         raise CellError("non-numeric", "is not a finite number")
     return number, censored
 
@@ -104,9 +110,20 @@ def _text_number(text: str, decimal_mark: str) -> float:
                                            "decimal = ','")
         text = text.replace(",", ".")
     if not _NUMBER.match(text):
-        hint = " (set decimal = ',' in the mapping)" if "," in text else ""
-        raise CellError("non-numeric", f"is not a number{hint}")
+        raise CellError("non-numeric", f"is not a number{_comma_hint(text)}")
     return float(text)
+
+
+def _comma_hint(text: str) -> str:
+    if _THOUSANDS.match(text):
+        plain = text.replace(",", "")
+        hint = f" (a thousands separator? they are not read: write {plain}"
+        if "." not in text:
+            hint += f"; decimal = ',' would read it as {text.replace(',', '.')}"
+        return hint + ")"
+    if "," in text:
+        return " (if the comma is the decimal mark, set decimal = ',' in the mapping)"
+    return ""
 
 
 def parse_day(value: object) -> int:
@@ -157,7 +174,20 @@ def place_date(
                                         "zone is unknown; set [time] utc_offset_min")
     zone = dt.timezone(dt.timedelta(minutes=site_offset_min))
     local = dt.datetime.combine(day, default_time, tzinfo=zone)
-    return local.astimezone(_UTC), site_offset_min
+    return _to_utc(local), site_offset_min
+
+
+def _to_utc(local: dt.datetime) -> dt.datetime:
+    """``local`` in UTC; ``date-invalid`` outside the accepted years."""
+    try:
+        instant = local.astimezone(_UTC)
+    except OverflowError:
+        instant = None
+    finding = instant_finding(instant or local)
+    if instant is None or finding is not None:
+        message = finding.message if finding else "has no UTC equivalent"
+        raise CellError("date-invalid", message)
+    return instant
 
 
 def _text_instant(text: str, date_format: str | None) -> dt.date | dt.datetime:
@@ -190,4 +220,4 @@ def _place(value: dt.datetime, site_offset_min: int | None) -> tuple[dt.datetime
                                             "utc_offset_min")
         value = value.replace(tzinfo=dt.timezone(dt.timedelta(minutes=site_offset_min)))
     offset = value.utcoffset()
-    return value.astimezone(_UTC), int(offset.total_seconds() // 60)
+    return _to_utc(value), int(offset.total_seconds() // 60)

@@ -13,10 +13,18 @@ written as text, ``<0.5`` or ``>5000``. A patient without an infusion has no
 study day and cannot be written in this layout.
 
 CSV cells are text (numbers in Python's shortest round-trip form), so values
-read back bit for bit. XLSX cells hold numbers as numbers and times as ISO
+read back bit for bit. A text cell that a spreadsheet would run as a formula
+(it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, and is
+not a number) is written with a single quote in front, as the OWASP advice on
+CSV injection recommends
+(https://owasp.org/www-community/attacks/CSV_Injection): a product named
+``=HYPERLINK(...)`` is written ``'=HYPERLINK(...)``. Numbers, negative ones
+included, and censored values such as ``<0.5`` are unaffected; such a text
+reads back with its quote. XLSX cells hold numbers as numbers and times as ISO
 text (an Excel date has no zone and only millisecond precision); ``openpyxl``
 writes numbers with 16 significant digits, so a value may come back one unit
-in the last place off (0.1 + 0.2 reads back as 0.3). Parquet (written by DuckDB) has typed columns:
+in the last place off (0.1 + 0.2 reads back as 0.3); text cells are typed as
+text, never formulas. Parquet (written by DuckDB) has typed columns:
 ``DOUBLE`` values (``VARCHAR`` in a wide value column that holds a censored
 value), ``TIMESTAMPTZ`` times and ``INTEGER`` days; its single header row
 carries the three wide header rows as ``visit|name|unit``.
@@ -34,6 +42,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
@@ -189,10 +198,42 @@ def sparse_header(table: Table) -> list[list[str]]:
 
 
 def write_csv(table: Table, handle) -> None:
-    """Write ``table`` to an open text ``handle`` (opened with ``newline=""``)."""
+    """Write ``table`` to an open text ``handle`` (opened with ``newline=""``).
+
+    Text cells that a spreadsheet would read as a formula are quoted with a
+    leading ``'`` (see :func:`formula_safe`).
+    """
     writer = csv.writer(handle)
-    writer.writerows(sparse_header(table))
-    writer.writerows([text_cell(v) for v in row] for row in table.rows)
+    writer.writerows([formula_safe(v) for v in row] for row in sparse_header(table))
+    writer.writerows(
+        [formula_safe(text_cell(v)) if isinstance(v, str) else text_cell(v)
+         for v in row]
+        for row in table.rows
+    )  # fmt: skip
+
+
+_DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+#: First characters that make a spreadsheet read a cell as a formula.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_safe(text: str) -> str:
+    """``text`` with a leading ``'`` when a spreadsheet would run it as a formula.
+
+    Numbers (``-5.0``, ``+1e3``) stay as they are.
+
+    Examples
+    --------
+    >>> formula_safe("=1+1"), formula_safe("-5.0"), formula_safe("axi-cel")
+    ("'=1+1", '-5.0', 'axi-cel')
+    """
+    if not text.startswith(FORMULA_TRIGGERS) or _is_number(text):
+        return text
+    return "'" + text
+
+
+def _is_number(text: str) -> bool:
+    return _DECIMAL.match(text) is not None
 
 
 def write_xlsx(table: Table, path, sheet: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import os
 import re
 import tomllib
@@ -46,12 +47,17 @@ class ColumnMap:
         UCUM unit used when the file gives none for a value.
     date_column : str or None
         Wide layout: header of this value's own date column in its visit group.
+    lloq : float or None
+        Lower limit of quantification of the assay, in the canonical unit of
+        the quantity: a CAR T level of 0 is then stored as censored below it
+        (without it, such a 0 is refused; see :mod:`cartwin.io._checks`).
     """
 
     name: str
     quantity: str
     unit: str | None = None
     date_column: str | None = None
+    lloq: float | None = None
 
 
 @dataclass(frozen=True)
@@ -301,15 +307,20 @@ def _column(section: _Section, name: str, layout: str) -> ColumnMap:
     quantity = section.text("quantity", choices=tuple(quantity_specs()))
     unit = section.text("unit", None)
     date_column = section.text("date_column", None)
+    lloq = section.get("lloq", (int, float), None)
     section.finish()
     if date_column is not None and layout != "wide":
         section.fail("date_column", date_column, "is read in the wide layout only")
+    if lloq is not None and (isinstance(lloq, bool) or not math.isfinite(lloq)
+                             or lloq <= 0):
+        section.fail("lloq", lloq, "must be a positive number (canonical unit)")
     if unit is not None:
         try:
             to_canonical(1.0, unit, quantity)
         except UnitError as exc:
             section.fail("unit", unit, str(exc))
-    return ColumnMap(name, quantity, unit, date_column)
+    return ColumnMap(name, quantity, unit, date_column,
+                     None if lloq is None else float(lloq))  # fmt: skip
 
 
 def _time(section: _Section, layout: str) -> TimeMap:

@@ -7,9 +7,13 @@ header rows included), the column by letter and by header, and the value.
 
 Problem codes
 -------------
-``io`` (unreadable file or sheet), ``no-header`` (fewer rows than the header
-needs), ``missing-column``, ``duplicate-header``, ``missing-id``,
-``not-pseudonym``, ``non-numeric``, ``unit``, ``missing-unit``,
+``io`` (unreadable file or sheet), ``not-a-file`` (a device, FIFO or
+folder), ``too-large`` (above ``CARTWIN_MAX_INPUT_BYTES``), ``no-header``
+(fewer rows than the header needs), ``missing-column``, ``duplicate-header``,
+``missing-id``, ``not-pseudonym``, ``non-numeric``, ``unit``,
+``implausible`` (outside the plausible range of the quantity, or a CAR T dose
+outside 1e5-1e11 cells), ``not-detected`` (a CAR T level of 0 without
+``lloq``), ``missing-unit``,
 ``missing-value`` (a value without its date, an event without its start),
 ``censored-invalid``, ``date-invalid``, ``date-no-zone``, ``date-order`` (an
 event that ends before it starts), ``day-invalid``, ``missing-infusion``,

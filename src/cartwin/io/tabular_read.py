@@ -6,6 +6,19 @@ differs between two rows of one patient is a ``conflict``. The per-patient
 facts are then read: site offset, events, and the calendar day of infusion
 that day offsets count from. The second pass reads the values. Nothing is
 returned unless the whole table reads without a problem.
+
+Values pass the checks of :mod:`cartwin.io._checks` (plausible range, CAR T
+zeros censored below the column's ``lloq`` or refused, infusion doses of
+1e5-1e11 cells). Free text kept (event names) passes
+:func:`~cartwin.io._checks.clean_text`.
+
+Source ids are content-based, not cell coordinates:
+``tabular:<quantity>:<name>@<UTC instant>``, where the name is the
+``[columns.NAME]`` of the value (the value column's header in the wide
+layout, the quantity cell in the long layout) and the patient is the
+record's. A cumulative re-export with rows added or reordered therefore
+gives the same ids for the same measurements, and the store recognises them
+as already imported.
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from cartwin.errors import UnitError
+from cartwin.io._checks import clean_text, dose_finding, undetected, value_finding
 from cartwin.io.tabular_cells import (
     CENSORED_WORDS,
     CellError,
@@ -246,7 +260,7 @@ class _TableReader:
         name = cell_text(cells["name_column"][2]) if cells["name_column"] else None
         patient.events.append(Event(
             kind=event_map.kind, start=start[0], end=end[0] if end else None,
-            name=name or event_map.name, dose=dose[0] if dose else None,
+            name=clean_text(name or event_map.name), dose=dose[0] if dose else None,
             dose_unit=dose[1] if dose else "",
             source_code=f"tabular|{event_map.start_column}",
             source_id=f"tabular:{event_map.kind}", source_utc_offset_min=start[1],
@@ -277,7 +291,12 @@ class _TableReader:
         if event_map.kind != "infusion":
             return dose, event_map.dose_unit
         power = CELL_UNIT.match(event_map.dose_unit).group(1)
-        return dose * 10 ** int(power or 0), "{cells}"
+        cells = dose * 10 ** int(power or 0)
+        finding = dose_finding(cells)
+        if finding is not None:
+            self.problem(finding.code, row, column, value, finding.message)
+            return None
+        return cells, "{cells}"
 
     # -- second pass: values --------------------------------------------------
     def _second_pass(self, number: int, cells: tuple, id_column: Column,
@@ -308,11 +327,17 @@ class _TableReader:
             return
         value, unit = converted
         quantity = slot.column_map.quantity
+        value, censored = undetected(quantity, value, censored, slot.column_map.lloq)
+        finding = value_finding(quantity, value, censored)
+        if finding is not None:
+            self.problem(finding.code, number, slot.value, raw, finding.message)
+            return
         patient.observations.append(Observation(
             quantity=quantity, time=when[0], value=value,
             unit=canonical_unit(quantity), censored=censored,
-            source_code=f"tabular|{slot.column_map.name}", source_value=source_value,
-            source_unit=unit, source_id=self._cell_id(slot.value, number),
+            source_code=f"tabular|{clean_text(slot.column_map.name)}",
+            source_value=source_value, source_unit=clean_text(unit),
+            source_id=_content_id(quantity, slot, when[0]),
             source_utc_offset_min=when[1],
         ))  # fmt: skip
 
@@ -382,10 +407,6 @@ class _TableReader:
         return place_date(when, patient.day_zero_offset, self.mapping.time.default_time)
 
     # -- records ------------------------------------------------------------
-    def _cell_id(self, column: Column, number: int) -> str:
-        sheet = f"{self.grid.sheet}!" if self.grid.sheet else ""
-        return f"tabular:{sheet}{column.letter}{number}"
-
     def _record(self, patient: PatientData, key: bytes) -> PatientRecord:
         pseudonym = patient.source_id
         if self.mapping.id_kind == "source":
@@ -398,6 +419,12 @@ class _TableReader:
             events=tuple(patient.events),
             site_utc_offset_min=patient.offset,
         )
+
+
+def _content_id(quantity: str, slot: ValueSlot, when: dt.datetime) -> str:
+    """Source id of a value from what it is, not where it sits in the file."""
+    name = clean_text(slot.column_map.name)
+    return f"tabular:{quantity}:{name}@{when.isoformat()}"
 
 
 def _cell(cells: tuple, index: int) -> object:

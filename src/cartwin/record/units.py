@@ -1,14 +1,42 @@
 """Conversion of UCUM-coded values to one canonical unit per quantity.
 
 Every observation entering cartwin passes through :func:`to_canonical`. UCUM
-strings are parsed with ``ucumvert`` into ``pint`` quantities; conversion
-between amount-of-substance and mass concentrations uses the molar mass listed
-for the quantity in ``data/codes/quantities.csv`` (haemoglobin: haem monomer,
-16 114.5 g/mol, so 1 mmol/L = 1.611 g/dL; creatinine: 113.12 g/mol, so
-88.4 µmol/L = 1 mg/dL). Enzyme activity in katal converts to U/L with
-1 µkat = 60 U (1 U = 1 µmol/min). Arbitrary UCUM annotations such as
-``{copies}`` or ``{cells}`` are dimensionless and kept only when the canonical
-unit carries the same meaning.
+strings are parsed with ``ucumvert`` into ``pint`` quantities of one private
+registry; conversion between amount-of-substance and mass concentrations uses
+the molar mass listed for the quantity in ``data/codes/quantities.csv``
+(haemoglobin: haem monomer, 16 114.5 g/mol, so 1 mmol/L = 1.611 g/dL;
+creatinine: 113.12 g/mol, so 88.4 µmol/L = 1 mg/dL). Enzyme activity in katal
+converts to U/L with 1 µkat = 60 U (1 U = 1 µmol/min). Temperatures are
+affine: K, Cel and [degF] convert through two points (311.15 K = 38 Cel).
+
+Rules, stated plainly
+---------------------
+- Dimensionless units convert by their factor: a SpO2 of 0.96 in UCUM ``1``
+  (or an annotation alone such as ``{ratio}``) is 96 %. An annotation alone is
+  the number 1 in UCUM, so ``96 {%}`` reads as 9600 % and is then stopped by
+  the plausibility check (:func:`check_plausible`).
+- A quantity counted in points (canonical unit an annotation alone, the ICE
+  score ``{score}``) accepts only unity (``1``, ``{score}``, ...); ``%`` of a
+  score is refused.
+- Annotations (``{copies}``, ``{cells}``) are dimensionless in UCUM but carry
+  meaning. A quantity with an ``annotation`` in ``quantities.csv`` accepts a
+  unit without annotation or with exactly that one (``{cell}`` = ``{cells}``,
+  ``{copy}`` = ``{copies}``): CAR T cells by flow (``/uL`` means cells/µL)
+  refuse ``{copies}/uL``, and qPCR copies refuse ``{cells}/ug``.
+- A bare number in a unit must be a power of ten (``10``, ``100``,
+  ``10*9``). UCUM reads ``10.9/L`` as 10 × 9 per litre; it is almost always a
+  typo of ``10*9/L`` (10⁹/L), so it is refused rather than read as 90/L.
+- Every failure is a :class:`~cartwin.errors.UnitError` whose message names
+  the unit and the quantity; no exception of ``pint`` or ``ucumvert`` leaves
+  this module.
+
+Plausible ranges
+----------------
+Each quantity has ``min_plausible`` and ``max_plausible`` (canonical unit) in
+``quantities.csv``, with a one-line justification in its ``note`` column. The
+ranges are wide on purpose: they stop typing and unit errors (a temperature
+of 1e300 °C, a negative CRP), never a real measurement. Negative values of
+concentrations and counts are always implausible.
 """
 
 from __future__ import annotations
@@ -16,16 +44,17 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 
-from cartwin.errors import UnitError
+from cartwin.errors import DataError, UnitError
 
 # UCUM spellings that ucumvert does not parse or that sites send in practice;
 # each maps to a UCUM string with the same meaning.
 _ALIASES = {
-    "cells/uL": "/uL",
-    "cells/µL": "/uL",
+    "cells/uL": "{cells}/uL",
+    "cells/µL": "{cells}/uL",
     "/µL": "/uL",
     "µmol/L": "umol/L",
     "µg/L": "ug/L",
@@ -50,6 +79,13 @@ _ALIASES = {
     "{Score}": "1",
     "{points}": "1",
 }
+_ANNOTATION = re.compile(r"\{([^{}]*)\}")
+_SAME_ANNOTATION = {"cell": "cells", "copy": "copies"}
+_POWER_OF_TEN = re.compile(r"^10*$")
+
+
+class ImplausibleValueError(DataError):
+    """A value lies outside the plausible range of its quantity."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +104,12 @@ class QuantitySpec:
         Used to convert mol-based concentrations to mass concentrations.
     description : str
         Human-readable meaning.
+    annotation : str
+        What the quantity counts (``{cells}``, ``{copies}``), ``""`` if free.
+    min_plausible, max_plausible : float
+        Plausible range in the canonical unit (see the module docstring).
+    note : str
+        Why the range is what it is.
     """
 
     quantity: str
@@ -75,24 +117,33 @@ class QuantitySpec:
     category: str
     molar_mass_g_per_mol: float | None
     description: str
+    annotation: str = ""
+    min_plausible: float = -math.inf
+    max_plausible: float = math.inf
+    note: str = ""
 
 
 @functools.cache
 def quantity_specs() -> dict[str, QuantitySpec]:
     """Return the shipped table of quantities, keyed by quantity name."""
     text = resources.files("cartwin.data.codes").joinpath("quantities.csv")
-    specs = {}
     with text.open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            molar = row["molar_mass_g_per_mol"]
-            specs[row["quantity"]] = QuantitySpec(
-                quantity=row["quantity"],
-                canonical_unit=row["canonical_unit"],
-                category=row["category"],
-                molar_mass_g_per_mol=float(molar) if molar else None,
-                description=row["description"],
-            )
-    return specs
+        return {row["quantity"]: _spec(row) for row in csv.DictReader(handle)}
+
+
+def _spec(row: dict[str, str]) -> QuantitySpec:
+    molar = row["molar_mass_g_per_mol"]
+    return QuantitySpec(
+        quantity=row["quantity"],
+        canonical_unit=row["canonical_unit"],
+        category=row["category"],
+        molar_mass_g_per_mol=float(molar) if molar else None,
+        description=row["description"],
+        annotation=row.get("annotation") or "",
+        min_plausible=float(row.get("min_plausible") or -math.inf),
+        max_plausible=float(row.get("max_plausible") or math.inf),
+        note=row.get("note") or "",
+    )
 
 
 def canonical_unit(quantity: str) -> str:
@@ -103,11 +154,67 @@ def canonical_unit(quantity: str) -> str:
         raise UnitError(f"unknown quantity {quantity!r}") from None
 
 
-@functools.cache
-def _registry():
-    from ucumvert import PintUcumRegistry
+def plausible_range(quantity: str) -> tuple[float, float]:
+    """``(low, high)`` plausible values of ``quantity`` in its canonical unit.
 
-    return PintUcumRegistry()
+    Examples
+    --------
+    >>> plausible_range("temperature")
+    (25.0, 45.0)
+    """
+    spec = quantity_specs().get(quantity)
+    if spec is None:
+        raise UnitError(f"unknown quantity {quantity!r}")
+    return spec.min_plausible, spec.max_plausible
+
+
+def check_plausible(value: float, quantity: str) -> None:
+    """Raise when ``value`` (canonical unit) is outside the plausible range.
+
+    Raises
+    ------
+    ImplausibleValueError
+        Naming the value, the quantity, the range and its unit; the caller
+        adds the file, resource and field.
+
+    Examples
+    --------
+    >>> check_plausible(38.5, "temperature")
+    >>> try:
+    ...     check_plausible(-5.0, "crp")
+    ... except ImplausibleValueError as exc:
+    ...     print(exc)
+    crp = -5 mg/L is outside the plausible range 0 to 1000 mg/L
+    """
+    low, high = plausible_range(quantity)
+    if low <= value <= high:
+        return
+    unit = canonical_unit(quantity)
+    raise ImplausibleValueError(
+        f"{quantity} = {value:g} {unit} is outside the plausible range "
+        f"{low:g} to {high:g} {unit}"
+    )
+
+
+@functools.cache
+def _ucum():
+    """``(registry, parse)``: one pint registry and a UCUM parser bound to it.
+
+    ``PintUcumRegistry.from_ucum`` builds quantities in pint's *application*
+    registry, so mixing them with quantities of the registry itself fails;
+    a transformer bound to our registry keeps every quantity in one.
+    """
+    from ucumvert import (
+        PintUcumRegistry,
+        UcumToPintTransformer,
+        get_ucum_parser,
+        parse_ucum,
+    )
+
+    ureg = PintUcumRegistry()
+    transformer = UcumToPintTransformer(ureg=ureg)
+    parser = get_ucum_parser()
+    return ureg, lambda code: transformer.transform(parse_ucum(code, parser))
 
 
 def _normalise(unit: str) -> str:
@@ -115,28 +222,50 @@ def _normalise(unit: str) -> str:
     return _ALIASES.get(unit, unit)
 
 
-@functools.cache
 def _parse(unit: str):
-    ureg = _registry()
+    """A pint quantity of ``unit`` (annotations count as 1)."""
+    ureg, parse = _ucum()
     if unit in ("1", ""):
         return ureg.Quantity(1.0, "dimensionless")
-    parsed = ureg.from_ucum(unit)
+    parsed = parse(unit)
+    if isinstance(parsed, (int, float)):
+        return ureg.Quantity(float(parsed), "dimensionless")
     if not hasattr(parsed, "dimensionality"):  # a bare {annotation}
         return ureg.Quantity(1.0, "dimensionless")
     return parsed
 
 
+def _annotations(unit: str) -> set[str]:
+    names = (a.strip().lower() for a in _ANNOTATION.findall(unit))
+    return {_SAME_ANNOTATION.get(a, a) for a in names}
+
+
 def _strip_annotations(unit: str) -> str:
-    out, depth = [], 0
-    for char in unit:
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-        elif depth == 0:
-            out.append(char)
-    stripped = "".join(out)
+    stripped = _ANNOTATION.sub("", unit)
     return "" if stripped == "1" else stripped
+
+
+def _check_annotations(src: str, spec: QuantitySpec) -> None:
+    if not spec.annotation:
+        return
+    extra = _annotations(src) - _annotations(spec.annotation)
+    if extra:
+        raise UnitError(
+            f"{spec.quantity} counts {spec.annotation}, but the unit counts "
+            f"{', '.join('{' + a + '}' for a in sorted(extra))}"
+        )
+
+
+def _check_factors(src: str) -> None:
+    """Refuse bare numbers that are not powers of ten (``10.9/L``)."""
+    parts = re.split(r"[./()]", _ANNOTATION.sub("", src))
+    for part in parts:
+        if part.isdigit() and not _POWER_OF_TEN.match(part):
+            raise UnitError(
+                f"multiplies by the number {part}; UCUM reads '.' as a product "
+                "(10.9/L is 90/L), which is almost always a typo of 10*9/L: "
+                "write powers of ten as 10*N"
+            )
 
 
 @functools.cache
@@ -146,24 +275,37 @@ def _converter(source_unit: str, quantity: str):
     src, dst = _normalise(source_unit), spec.canonical_unit
     if src == dst:
         return lambda value: value
+    _check_annotations(src, spec)
+    _check_factors(src)
     if _strip_annotations(src) == _strip_annotations(dst) and "{" in src + dst:
         return lambda value: value
     try:
-        q_src, q_dst = _parse(src), _parse(dst)
-    except ImportError:  # a broken install is not the data's fault
+        return _pint_converter(src, dst, spec)
+    except (UnitError, ImportError):  # a broken install is not the data's fault
         raise
-    except Exception as exc:  # ucumvert raises lark/pint errors of many kinds
-        raise UnitError(f"unit {source_unit!r} is not valid UCUM ({exc})") from None
-    ureg = q_src._REGISTRY
+    except Exception as exc:  # ucumvert and pint raise errors of many kinds
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnitError(f"{source_unit!r} is not valid UCUM ({reason})") from None
 
-    # Temperatures have offsets: convert with pint's offset-aware logic.
-    if q_src.dimensionality == q_dst.dimensionality and "degree" in str(q_src.units):
-        # Temperature scales are affine: convert two points once, then a + b x.
-        zero = ureg.Quantity(0.0, q_src.units).to(q_dst.units).magnitude
-        slope = ureg.Quantity(1.0, q_src.units).to(q_dst.units).magnitude - zero
-        return lambda value: zero + slope * value
+
+def _pint_converter(src: str, dst: str, spec: QuantitySpec):
+    q_src, q_dst = _parse(src), _parse(dst)
+    if not _strip_annotations(dst) and _strip_annotations(src):
+        raise UnitError(f"{spec.quantity} is a number of points; it has no unit")
+    if q_src.check("[temperature]") and q_dst.check("[temperature]"):
+        return _affine(q_src, q_dst)
     factor = _scale_factor(q_src, q_dst, spec)
     return lambda value: value * factor
+
+
+def _affine(q_src, q_dst):
+    """Temperature scales are affine: convert two points once, then a + b x."""
+    if q_src.magnitude != 1 or len(q_src.unit_items()) != 1:
+        raise UnitError(f"a temperature unit cannot carry a factor ({q_src})")
+    ureg = q_src._REGISTRY
+    zero = ureg.Quantity(0.0, q_src.units).to(q_dst.units).magnitude
+    slope = ureg.Quantity(1.0, q_src.units).to(q_dst.units).magnitude - zero
+    return lambda value: zero + slope * value
 
 
 def _scale_factor(q_src, q_dst, spec: QuantitySpec) -> float:
@@ -179,12 +321,11 @@ def _scale_factor(q_src, q_dst, spec: QuantitySpec) -> float:
     # Enzyme activity: katal (mol/s) against U (umol/min).
     src_u, dst_u = str(q_src.units), str(q_dst.units)
     if "katal" in src_u and "enzyme_unit" in dst_u:
-        per_katal = ureg.Quantity(1, "katal").to("umol/min").magnitude
-        ratio = (q_src / ureg.Quantity(1, "katal")) / (q_dst / ureg.Quantity(1, "enzyme_unit"))
+        katal, enzyme = ureg.Quantity(1, "katal"), ureg.Quantity(1, "enzyme_unit")
+        per_katal = katal.to("umol/min").magnitude
+        ratio = (q_src / katal) / (q_dst / enzyme)
         return float(ratio.to("dimensionless").magnitude * per_katal)
-    raise UnitError(
-        f"cannot convert {spec.quantity} from {q_src.units} to {spec.canonical_unit}"
-    )
+    raise UnitError(f"{q_src.units} has another dimension than {spec.canonical_unit}")
 
 
 def to_canonical(value: float, unit: str, quantity: str) -> float:
@@ -202,13 +343,16 @@ def to_canonical(value: float, unit: str, quantity: str) -> float:
     Returns
     -------
     float
-        The value in :func:`canonical_unit` of the quantity.
+        The value in :func:`canonical_unit` of the quantity. The range is not
+        checked here (see :func:`check_plausible`).
 
     Raises
     ------
     UnitError
-        When the unit is not valid UCUM or has the wrong dimension. The caller
-        adds the file, resource and field to the message.
+        When the value is not a finite number, or the unit is not valid UCUM,
+        has the wrong dimension or annotation, or a factor that is not a power
+        of ten. The message names the unit and the quantity; the caller adds
+        the file, resource and field.
 
     Examples
     --------
@@ -216,11 +360,12 @@ def to_canonical(value: float, unit: str, quantity: str) -> float:
     30.0
     >>> round(to_canonical(100.4, "[degF]", "temperature"), 6)
     38.0
+    >>> round(to_canonical(0.96, "1", "spo2"), 6)
+    96.0
     """
     if quantity not in quantity_specs():
         raise UnitError(f"unknown quantity {quantity!r}")
-    if not math.isfinite(value):
-        raise UnitError(f"value {value!r} is not a finite number")
+    number = _finite(value, unit, quantity)
     try:
         convert = _converter(unit, quantity)
     except UnitError as exc:
@@ -228,4 +373,32 @@ def to_canonical(value: float, unit: str, quantity: str) -> float:
             f"unit {unit!r} cannot be converted to {canonical_unit(quantity)!r} "
             f"for {quantity}: {exc}"
         ) from None
-    return float(convert(float(value)))
+    result = float(convert(number))
+    if not math.isfinite(result):
+        raise UnitError(
+            f"value {value!r} in unit {unit!r} is out of the range of numbers "
+            f"once converted to {canonical_unit(quantity)!r} for {quantity}"
+        )
+    return result
+
+
+def _finite(value, unit: str, quantity: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number):
+        shown = _shown(value)
+        raise UnitError(
+            f"value {shown} in unit {unit!r} for {quantity} is not a finite number"
+        )
+    return number
+
+
+def _shown(value) -> str:
+    """A short ``repr``, safe for integers of any length."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        digits = int(value.bit_length() * math.log10(2)) + 1
+        return f"<an integer of about {digits} digits>"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
