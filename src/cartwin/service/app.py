@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from cartwin import __version__
-from cartwin.service import routes, routes_stream
+from cartwin.service import dashboard, routes, routes_stream
 from cartwin.service.audit import AuditMiddleware
 from cartwin.service.errors import install_error_handlers
 from cartwin.service.limits import BodySizeLimitMiddleware, install_cors
@@ -81,6 +81,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.service = state
     app.include_router(routes.router)
     app.include_router(routes_stream.router)
+    app.include_router(dashboard.router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_cors(app, settings.cors_origins)
