@@ -268,3 +268,13 @@ def test_dashboard_in_chromium_updates_live(demo_app, demo_store):
             assert stored == tokens["other"]
         finally:
             browser.close()
+
+
+def test_non_ascii_ticket_is_refused_not_a_server_error():
+    # Found by schemathesis: hmac.compare_digest refuses non-ASCII text.
+    from cartwin.service.dashboard import TicketBook
+
+    book = TicketBook()
+    ticket, _ = book.issue("token-1", "0123456789abcdef")
+    assert book._verify("é" + ticket) is None
+    assert book._verify(ticket) is not None
