@@ -81,7 +81,7 @@ def test_openapi_conformance(served):
 def _fuzz(operation, mode: GenerationMode, served: Served) -> None:
     @given(case=operation.as_strategy(mode))
     @settings(
-        max_examples=EXAMPLES, deadline=None, database=None,
+        max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )  # fmt: skip
     def check(case) -> None:
