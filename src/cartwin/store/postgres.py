@@ -279,24 +279,25 @@ class PostgresTwinStore(TwinStore):
 
     # -- key check ------------------------------------------------------------
     @_pg_errors
-    def check_key(self, fingerprint: str) -> None:
+    def check_key(self, fingerprint: str, *, record: bool = True) -> None:
         """Refuse a pseudonymisation key other than the one the store was made with.
 
-        See :meth:`TwinStore.check_key`; the first writer records the
-        fingerprint, also when several processes race to be first.
+        See :meth:`TwinStore.check_key` (``record=False`` checks only); the
+        first writer records the fingerprint, also when several processes
+        race to be first.
 
         Raises
         ------
         StoreError
             When ``fingerprint`` differs from the one recorded.
         """
-        if not self.read_only:
+        if record and not self.read_only:
             self._raw.execute(
                 "INSERT INTO cartwin_meta VALUES ('key_fingerprint', %s) "
                 "ON CONFLICT (key) DO NOTHING",
                 [fingerprint],
             )
-        super().check_key(fingerprint)
+        super().check_key(fingerprint, record=record)
 
     # -- import ---------------------------------------------------------------
     @_pg_errors
