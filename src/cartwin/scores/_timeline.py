@@ -18,6 +18,12 @@ from dataclasses import dataclass, field
 
 from cartwin.record.model import Event, PatientRecord
 
+#: Citation of the ASTCT consensus grading that CRS and ICANS follow.
+ASTCT_REFERENCE = (
+    "Lee DW et al. Biol Blood Marrow Transplant 2019;25(4):625-638. "
+    "doi:10.1016/j.bbmt.2018.12.758"
+)
+
 
 @dataclass(frozen=True)
 class GradePoint:

@@ -61,16 +61,15 @@ References
 from __future__ import annotations
 
 import bisect
-import csv
 import datetime as dt
 import functools
 from dataclasses import dataclass
-from importlib import resources
 
 from cartwin.errors import DataError
 from cartwin.record.model import Event, PatientRecord
 from cartwin.scores import _search
 from cartwin.scores._timeline import (
+    ASTCT_REFERENCE,
     GradePoint,
     GradeTimeline,
     evaluation_instants,
@@ -78,10 +77,7 @@ from cartwin.scores._timeline import (
     no_infusion_message,
 )
 
-REFERENCE = (
-    "Lee DW et al. Biol Blood Marrow Transplant 2019;25(4):625-638. "
-    "doi:10.1016/j.bbmt.2018.12.758"
-)
+REFERENCE = ASTCT_REFERENCE
 FEVER_CELSIUS = 38.0
 HYPOTENSION_SBP_MMHG = 90.0
 HYPOXIA_SPO2_PERCENT = 90.0
@@ -373,16 +369,17 @@ def _vasopressors_at(
 def _is_vasopressin(event: Event) -> bool:
     if "vasopressin" in (event.detail.lower(), event.name.lower()):
         return True
-    return _code_targets().get(event.source_code) == "vasopressor:vasopressin"
+    system, _, code = event.source_code.partition("|")
+    row = _code_map().lookup(system, code)
+    return row is not None and row.target == "vasopressor:vasopressin"
 
 
 @functools.cache
-def _code_targets() -> dict[str, str]:
-    """``system|code`` -> target of the shipped ``codes.csv``."""
-    table = resources.files("cartwin.data.codes").joinpath("codes.csv")
-    with table.open(encoding="utf-8") as handle:
-        rows = csv.DictReader(handle)
-        return {f"{r['system']}|{r['code']}": r["target"] for r in rows}
+def _code_map():
+    """The code map in force (shipped table plus the site's own tables)."""
+    from cartwin.io.codes import load_code_map
+
+    return load_code_map()
 
 
 def _oxygen_at(

@@ -48,6 +48,7 @@ import math
 from cartwin.errors import DataError
 from cartwin.record.model import Event, Observation, PatientRecord
 from cartwin.scores._timeline import (
+    ASTCT_REFERENCE,
     GradePoint,
     GradeTimeline,
     evaluation_instants,
@@ -55,10 +56,7 @@ from cartwin.scores._timeline import (
     no_infusion_message,
 )
 
-REFERENCE = (
-    "Lee DW et al. Biol Blood Marrow Transplant 2019;25(4):625-638. "
-    "doi:10.1016/j.bbmt.2018.12.758"
-)
+REFERENCE = ASTCT_REFERENCE
 CONSCIOUSNESS_GRADES = {"spontaneous": 1, "voice": 2, "tactile": 3, "unarousable": 4}
 SEIZURE_GRADES = {"": 3, "rapid": 3, "prolonged": 4}
 EDEMA_GRADES = {"": 3, "focal": 3, "diffuse": 4}
