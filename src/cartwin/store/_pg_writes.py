@@ -34,7 +34,7 @@ from cartwin.store._columns import (
     measurement_columns,
     person_columns,
 )
-from cartwin.store._writes import _warn_conflicts, batch_persons, plan_persons
+from cartwin.store._writes import merge_persons
 from cartwin.store.schema import EVENT_TABLES
 
 #: PostgreSQL type of a staged column, by NumPy dtype kind. ``datetime64``
@@ -99,16 +99,10 @@ def write_persons(
     DataQualityWarning
         When a file gives a fact that disagrees with the one already known.
     """
-    batch = batch_persons(records)
-    if not batch:
-        return 0, 0
-    stored = _stored_persons(cur, [facts for facts, _, _ in batch.values()])
-    new, updates, conflicts = plan_persons(batch, stored)
-    for pseudonym, found in conflicts:
-        _warn_conflicts(pseudonym, found)
-    _insert_persons(cur, new, import_id)
-    _update_persons(cur, updates)
-    return len(new), len(updates)
+    return merge_persons(
+        cur, records, import_id,
+        stored=_stored_persons, insert=_insert_persons, update=_update_persons,
+    )  # fmt: skip
 
 
 def _stored_persons(cur, facts: list) -> dict:

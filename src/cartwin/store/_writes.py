@@ -112,15 +112,27 @@ def write_persons(
     DataQualityWarning
         When a file gives a fact that disagrees with the one already known.
     """
+    return merge_persons(
+        con, records, import_id,
+        stored=_stored_persons, insert=_insert_persons, update=_update_persons,
+    )  # fmt: skip
+
+
+def merge_persons(con, records, import_id, *, stored, insert, update) -> tuple[int, int]:
+    """Backend-independent steps of :func:`write_persons`.
+
+    ``stored``, ``insert`` and ``update`` are the backend's own reads and
+    writes (DuckDB here, PostgreSQL in :mod:`cartwin.store._pg_writes`).
+    """
     batch = batch_persons(records)
     if not batch:
         return 0, 0
-    stored = _stored_persons(con, [facts for facts, _, _ in batch.values()])
-    new, updates, conflicts = plan_persons(batch, stored)
+    known = stored(con, [facts for facts, _, _ in batch.values()])
+    new, updates, conflicts = plan_persons(batch, known)
     for pseudonym, found in conflicts:
         _warn_conflicts(pseudonym, found)
-    _insert_persons(con, new, import_id)
-    _update_persons(con, updates)
+    insert(con, new, import_id)
+    update(con, updates)
     return len(new), len(updates)
 
 
@@ -200,8 +212,9 @@ def _warn_conflicts(pseudonym: str, conflicts: list[str]) -> None:
             + "; ".join(conflicts),
             DataQualityWarning,
             # caller -> _store_errors wrapper -> import_records -> _write_import
-            # -> write_persons -> here: point at the caller of import_records
-            stacklevel=6,
+            # -> write_persons -> merge_persons -> here: point at the caller
+            # of import_records
+            stacklevel=7,
         )
 
 
