@@ -38,3 +38,7 @@ class MissingInputError(DataError):
 
 class DataQualityWarning(UserWarning):
     """Data were accepted, but something about them deserves a look."""
+
+
+class TrialConfigError(DataError):
+    """A trial file is malformed: the message names the file, field and value."""

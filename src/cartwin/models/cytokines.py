@@ -563,6 +563,24 @@ class CytokineModel:
             ]
         )
 
+    def linear_decay_rates(self, params: Scalars) -> Any:
+        """First-order loss rates of (IL-6, CRP, blocked receptors), per day.
+
+        The stiff part of :meth:`rhs` (receptor binding at ``k_block`` = 24 /d
+        and IL-6 clearance at ``d_il6`` = 3.96 /d): fixed-step solvers of
+        large virtual cohorts (:mod:`cartwin.trial.engine`) integrate these
+        decays exactly and the rest explicitly. The rates are the loss terms
+        without tocilizumab; the receptor-mediated part of IL-6 clearance
+        that tocilizumab blocks stays in the explicit remainder.
+        """
+        return jnp.stack(
+            [
+                jnp.asarray(params["d_il6"], float),
+                jnp.asarray(params["k_crp"], float),
+                jnp.asarray(params["k_block"], float),
+            ]
+        )
+
     def couplings(self, t: Any, y: Any, params: Scalars) -> dict[str, Any]:
         """IL-6 signal ``(1 - O) IL6`` (pg/mL) and CRP level (mg/L)."""
         return {"il6_signal": (1.0 - y[2]) * y[0], "crp_level": y[1]}

@@ -1,0 +1,1 @@
+"""In silico trials: virtual populations, trial arms, endpoints, at scale."""
