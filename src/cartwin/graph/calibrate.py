@@ -6,6 +6,15 @@ from all of the patient's observations of every quantity the graph explains
 fitted on the standardised log scale ``z = ln(value / median) / log_sd``, so
 that the population prior is ``z ~ Normal(0, I)``.
 
+Shifted priors: a :class:`PriorShift` gives one free parameter a new prior
+median ``m'`` with the same log-SD (e.g. the expansion capacity set by the
+product's T-cell fates, :mod:`cartwin.graph.fates_link`). On the ``z`` scale
+(``z`` stays relative to the graph's population median ``m``) the prior
+becomes ``z ~ Normal(mu, I)`` with ``mu_k = ln(m' / m) / log_sd``; the MAP
+objective ``(z - mu)^T (z - mu) / 2 - log L`` and the Laplace covariance use
+it. Without shifts ``mu = 0`` and the fit is the population-prior fit, bit
+for bit. The shifts are kept in :attr:`GraphFit.prior_shifts` (provenance).
+
 Likelihood: each quantity's :class:`~cartwin.graph.spec.Observable` gives the
 error model. ``log_additive``: ``ln y ~ Normal(ln f, sigma)``; ``additive``:
 ``y ~ Normal(f, sigma)``; ``proportional``: ``y ~ Normal(f, sigma f)``. A value
@@ -66,8 +75,9 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -176,6 +186,119 @@ class CalibrationSettings:
 
 
 @dataclass(frozen=True)
+class PriorShift:
+    """A new prior median for one free parameter (log-SD unchanged).
+
+    Attributes
+    ----------
+    parameter : str
+        Qualified name (``"<model>.<parameter>"``) of a free parameter.
+    median : float
+        The new prior median, in the parameter's unit (> 0, within its
+        bounds).
+    source : str
+        Why the prior moved (shown in reports), e.g. "T-cell fate model".
+    evidence : tuple of (str, float)
+        The numbers the shift was computed from (e.g. the fate distribution).
+    prior_median : float
+        The population median it replaces; NaN until resolved against a
+        graph (:func:`prior_mean_z` fills it in).
+    log_sd : float
+        The parameter's log-SD (as ``prior_median``).
+    """
+
+    parameter: str
+    median: float
+    source: str = ""
+    evidence: tuple[tuple[str, float], ...] = ()
+    prior_median: float = math.nan
+    log_sd: float = math.nan
+
+    @property
+    def offset_z(self) -> float:
+        """``ln(median / prior_median) / log_sd``: the prior mean of ``z``."""
+        return math.log(self.median / self.prior_median) / self.log_sd
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready provenance (old and new median, offset, evidence)."""
+        return {
+            "parameter": self.parameter,
+            "prior_median": self.prior_median,
+            "median": self.median,
+            "log_sd": self.log_sd,
+            "offset_z": self.offset_z,
+            "source": self.source,
+            "evidence": {name: value for name, value in self.evidence},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PriorShift:
+        """Inverse of :meth:`to_dict` (``offset_z`` is recomputed)."""
+        evidence = data.get("evidence") or {}
+        return cls(
+            str(data["parameter"]),
+            float(data["median"]),
+            str(data.get("source", "")),
+            tuple((str(k), float(v)) for k, v in evidence.items()),
+            float(data.get("prior_median", math.nan)),
+            float(data.get("log_sd", math.nan)),
+        )
+
+
+def prior_mean_z(
+    graph: ModelGraph, shifts: Sequence[PriorShift] = ()
+) -> tuple[np.ndarray, tuple[PriorShift, ...]]:
+    """Prior mean of ``z`` (free-parameter order) and the resolved shifts.
+
+    Parameters
+    ----------
+    graph : ModelGraph
+        The graph whose free parameters ``z`` describes.
+    shifts : sequence of PriorShift
+        At most one per parameter.
+
+    Returns
+    -------
+    (numpy.ndarray, tuple of PriorShift)
+        ``mu`` (zeros where not shifted) and the shifts with
+        ``prior_median`` and ``log_sd`` of ``graph`` filled in.
+
+    Raises
+    ------
+    ModelSpecificationError
+        An unknown or fixed parameter, a parameter shifted twice, or a median
+        that is not finite, not positive or outside the parameter's bounds.
+    """
+    names = graph.free_parameter_names
+    specs = dict(zip(graph.parameter_names, graph.parameter_specs))
+    mean, resolved = np.zeros(len(names)), []
+    for shift in shifts:
+        if shift.parameter not in names:
+            raise ModelSpecificationError(
+                f"prior shift of {shift.parameter!r}: not a free parameter of graph "
+                f"{graph.name!r} (free: {', '.join(names)})"
+            )
+        if any(done.parameter == shift.parameter for done in resolved):
+            raise ModelSpecificationError(
+                f"prior shift of {shift.parameter!r} given twice"
+            )
+        spec = specs[shift.parameter]
+        if not (
+            math.isfinite(shift.median)
+            and spec.lower <= shift.median <= spec.upper
+            and shift.median > 0
+        ):
+            raise ModelSpecificationError(
+                f"prior shift of {shift.parameter!r}: median {shift.median} not "
+                f"finite and positive within the bounds [{spec.lower}, {spec.upper}]"
+            )
+        done = replace(shift, prior_median=spec.median, log_sd=spec.log_sd)
+        mean[names.index(shift.parameter)] = done.offset_z
+        resolved.append(done)
+    return mean, tuple(resolved)
+
+
+@dataclass(frozen=True)
 class GraphData:
     """One patient's observations of the graph's quantities, ready to fit.
 
@@ -273,7 +396,7 @@ class GraphFit:
     free_names : tuple of str
         Qualified names of the fitted parameters (order of ``map_z``).
     map_z : numpy.ndarray
-        MAP on the standardised log scale (prior median = 0).
+        MAP on the standardised log scale (population median = 0).
     cov_z : numpy.ndarray or None
         Laplace covariance of ``z`` (identity for ``prior_only``).
     parameters : dict[str, float]
@@ -292,7 +415,11 @@ class GraphFit:
         Latest observation used, days since infusion (NaN when none): the
         default origin of a forecast.
     parameter_specs : dict[str, Parameter]
-        Declarations (unit, prior, source) of every graph parameter.
+        Declarations (unit, population prior, source) of every graph
+        parameter; ``z`` is relative to these medians.
+    prior_shifts : tuple of PriorShift
+        Prior medians moved for this patient (empty: population prior); the
+        prior of ``z`` is ``Normal(prior_mean_z, I)``.
     """
 
     status: str
@@ -313,6 +440,15 @@ class GraphFit:
     settings: CalibrationSettings = field(default_factory=CalibrationSettings)
     last_day: float = math.nan
     parameter_specs: dict[str, Parameter] = field(default_factory=dict)
+    prior_shifts: tuple[PriorShift, ...] = ()
+
+    @property
+    def prior_mean_z(self) -> np.ndarray:
+        """Prior mean of ``z`` in ``free_names`` order (zeros: no shift)."""
+        mean = np.zeros(len(self.free_names))
+        for shift in self.prior_shifts:
+            mean[self.free_names.index(shift.parameter)] = shift.offset_z
+        return mean
 
     @property
     def usable(self) -> bool:
@@ -350,6 +486,7 @@ def calibrate_graph(
     schedule: InputSchedule | None = None,
     *,
     settings: CalibrationSettings = CalibrationSettings(),
+    prior_shifts: Sequence[PriorShift] = (),
 ) -> GraphFit:
     """MAP + Laplace fit of every free parameter of ``graph`` to ``record``.
 
@@ -363,44 +500,50 @@ def calibrate_graph(
         Exogenous inputs; default :func:`schedule_from_record`.
     settings : CalibrationSettings
         Numerical settings.
+    prior_shifts : sequence of PriorShift
+        Patient-specific prior medians (module docstring); empty (default):
+        the population prior ``z ~ Normal(0, I)``.
 
     Returns
     -------
     GraphFit
-        Numerical failures are statuses, not exceptions.
+        Numerical failures are statuses, not exceptions. With no usable
+        observation the fit is ``prior_only`` with ``map_z`` the prior mean.
 
     Raises
     ------
     CartwinError
         When the record cannot be read (no infusion, unreadable dose);
         :func:`calibrate_records` turns this into ``input_error``.
+        :class:`ModelSpecificationError` for an invalid prior shift.
     """
+    mean, shifts = prior_mean_z(graph, prior_shifts)
     schedule = schedule if schedule is not None else schedule_from_record(record)
     data = graph_data_from_record(graph, record, schedule, settings)
-    base = dict(
-        pseudonym=record.facts.pseudonym,
-        graph_name=graph.name,
-        graph_version=graph.version,
-        free_names=graph.free_parameter_names,
-        n_obs=data.counts(),
-        n_censored=data.censored_counts(),
-        n_ignored=data.ignored,
-        schedule=schedule,
-        settings=settings,
-        last_day=float(data.t_days[-1]) if len(data) else math.nan,
-        parameter_specs=dict(zip(graph.parameter_names, graph.parameter_specs)),
-    )
-    size = graph.free_index.size
+    base = {
+        "pseudonym": record.facts.pseudonym,
+        "graph_name": graph.name,
+        "graph_version": graph.version,
+        "free_names": graph.free_parameter_names,
+        "n_obs": data.counts(),
+        "n_censored": data.censored_counts(),
+        "n_ignored": data.ignored,
+        "schedule": schedule,
+        "settings": settings,
+        "last_day": float(data.t_days[-1]) if len(data) else math.nan,
+        "parameter_specs": dict(zip(graph.parameter_names, graph.parameter_specs)),
+        "prior_shifts": shifts,
+    }
     if len(data) == 0:
         return GraphFit(
             "prior_only",
             "no usable observation: the posterior is the prior",
-            map_z=np.zeros(size),
-            cov_z=np.eye(size),
-            parameters=_named(graph, np.zeros(size)),
+            map_z=mean,
+            cov_z=np.eye(mean.size),
+            parameters=_named(graph, mean),
             **base,
         )
-    return _optimise(graph, data, schedule, settings, base)
+    return _optimise(graph, data, schedule, settings, base, mean)
 
 
 def _named(graph: ModelGraph, z: np.ndarray) -> dict[str, float]:
@@ -434,7 +577,8 @@ def _pack_data(graph: ModelGraph, data: GraphData) -> dict[str, jax.Array]:
 
 
 def _evaluator(graph: ModelGraph, solver: SolverSettings):
-    # value, gradient and GGN Hessian of the negative log posterior in z
+    # value, gradient and GGN Hessian of the negative log posterior in z, for
+    # the prior z ~ Normal(mean, I)
     def transformed(z, data, arrays):
         vector = graph.natural_from_z(z)
         ys, ok = graph.solve(vector, arrays, data["ts"], solver)
@@ -450,7 +594,7 @@ def _evaluator(graph: ModelGraph, solver: SolverSettings):
     grad_ll = jax.grad(loglik, argnums=1)
     curv_ll = jax.grad(grad_ll, argnums=1)
 
-    def evaluate(z, data, arrays):
+    def evaluate(z, data, arrays, mean):
         jac, (eta, ok) = jax.jacfwd(
             lambda x: _pair(transformed(x, data, arrays)), has_aux=True
         )(z)
@@ -459,8 +603,9 @@ def _evaluator(graph: ModelGraph, solver: SolverSettings):
         terms = jnp.where(mask, jax.vmap(loglik)(*args), 0.0)
         slope = jnp.where(mask, -jax.vmap(grad_ll)(*args), 0.0)
         weight = jnp.where(mask, jnp.maximum(-jax.vmap(curv_ll)(*args), 0.0), 0.0)
-        value = 0.5 * z @ z - jnp.sum(terms)
-        grad = z + jac.T @ slope
+        centred = z - mean
+        value = 0.5 * centred @ centred - jnp.sum(terms)
+        grad = centred + jac.T @ slope
         hess = jnp.eye(z.shape[0]) + jac.T @ (weight[:, None] * jac)
         ok = ok & jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
         return value, grad, hess, ok
@@ -473,7 +618,7 @@ def _pair(result):
     return eta, (eta, ok)
 
 
-def _optimise(graph, data, schedule, settings, base) -> GraphFit:
+def _optimise(graph, data, schedule, settings, base, mean) -> GraphFit:
     structure = settings.solver.structure
     evaluate = graph.compiled(
         ("calibrate", structure), lambda: jax.jit(_evaluator(graph, settings.solver))
@@ -489,21 +634,26 @@ def _optimise(graph, data, schedule, settings, base) -> GraphFit:
         replace(settings.solver, rtol=settings.fd_rtol, atol=settings.fd_rtol * 1e-3),
     )
 
+    prior_mean = jnp.asarray(mean)
+
     def call(z, inputs=arrays):
-        return jax.device_get(evaluate(jnp.asarray(z), packed, inputs))
+        return jax.device_get(evaluate(jnp.asarray(z), packed, inputs, prior_mean))
 
     def call_tight(z):
         return call(z, tight)
 
     def hessian(z):
-        return _fd_hessian(lambda zs: gradients(zs, packed, tight), z, settings)
+        return _fd_hessian(
+            lambda zs: gradients(zs, packed, tight, prior_mean), z, settings
+        )
 
-    z = np.zeros(graph.free_index.size)
+    z = np.array(mean, dtype=float)  # start at the prior median
     first = call(z)
     if not first[3]:
+        where = "shifted prior" if base["prior_shifts"] else "population"
         return GraphFit(
             "solver_failed",
-            "the ODE solve or likelihood is not finite at the population median",
+            f"the ODE solve or likelihood is not finite at the {where} median",
             map_z=z,
             **base,
         )
@@ -528,11 +678,11 @@ def _fd_gradients(graph: ModelGraph, solver: SolverSettings):
     # gradients at many points in one compiled call (finite-difference Hessian)
     evaluate = _evaluator(graph, solver)
 
-    def one(z, data, arrays):
-        _, grad, _, ok = evaluate(z, data, arrays)
+    def one(z, data, arrays, mean):
+        _, grad, _, ok = evaluate(z, data, arrays, mean)
         return jnp.where(ok, grad, jnp.nan)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
 
 
 def _fd_hessian(gradients, z: np.ndarray, settings: CalibrationSettings) -> np.ndarray:

@@ -9,7 +9,9 @@ turns it into two things the CAR T / tumour model
 
 1. **Product memory fraction** (declared edge :data:`FATE_EDGE`,
    ``logic.tcell_fates -> cart_tumour`` on coupling
-   ``product_memory_fraction``, a constant exogenous channel)::
+   ``product_memory_fraction``, a constant exogenous channel; the graph
+   accepts it as an edge from an external source,
+   :data:`cartwin.graph.graph.EXTERNAL_SOURCES`)::
 
        f_M = memory_like / (effector + memory_like + exhausted)
 
@@ -22,9 +24,15 @@ turns it into two things the CAR T / tumour model
        scale  = max(1 - x, MIN_EXPANSION_SCALE)
        median = 0.6 /d (population prior) * scale
 
-   with the prior's log-SD unchanged. :func:`shift_prior` applies it to a
-   ``prior_only`` fit (prior-predictive forecasts of a virtual or new
-   patient).
+   with the prior's log-SD unchanged (a
+   :class:`~cartwin.graph.calibrate.PriorShift`, recorded in the fit).
+
+Use :func:`calibrate_with_fates` to fit a patient's own data under the
+shifted prior (MAP + Laplace with ``z ~ Normal(mu, I)``), or
+:func:`shift_prior` for a ``prior_only`` fit (prior-predictive forecasts of a
+virtual or new patient). Two patients with the same CAR T data whose
+products differ in exhaustion then get different posteriors of ``k_exp`` and
+different kinetics forecasts; :func:`explain` gives the report's "why".
 
 Assumptions (each one a choice, not a published fact)
 ----------------------------------------------------
@@ -47,12 +55,26 @@ Assumptions (each one a choice, not a published fact)
 
 Known limits
 ------------
-- The prior shift is applied to ``prior_only`` fits (:func:`shift_prior`);
-  :func:`cartwin.graph.calibrate.calibrate_graph` still uses the population
-  prior ``z ~ Normal(0, I)``, so a fit to the patient's own CAR T data does
-  not yet see the shift (it needs a prior-mean hook in the calibration).
+- The mapping (memory share one-to-one, expansion linear in the exhausted
+  share) is an assumption; neither rule has been calibrated against products
+  with known fates and measured expansion, so the size of the effect on a
+  forecast is not validated, only its direction.
+- The fates move a prior, so they matter where the patient's data say
+  little: before the expansion peak has been measured, and for virtual
+  patients. Once CAR T values through the peak are in the record, the data
+  dominate ``k_exp`` and the forecasts of two such products converge (other
+  parameters may even compensate for the different memory fraction).
+- Only ``k_exp`` is shifted; other fate-dependent rates (exhaustion
+  ``k_ex``, effector death ``d_e``) keep their population priors. The prior
+  SD is not narrowed: the fates move the prior median, they are not treated
+  as data about the patient.
 - The link is static: the fate distribution of the product at infusion, not
-  fates that change in vivo.
+  fates that change in vivo. A calibrated posterior is not re-centred after
+  the fact: :func:`shift_prior` refuses it; refit with
+  :func:`calibrate_with_fates`.
+- The fates reach a twin only through
+  :class:`cartwin.twin.build.TwinSettings` (``fates``, with ``graph=True``);
+  no command-line option reads a personalisation result into a twin yet.
 
 References
 ----------
@@ -76,19 +98,23 @@ from typing import Any
 import numpy as np
 
 from cartwin.errors import CalibrationError, DataError, ModelSpecificationError
-from cartwin.graph.calibrate import GraphFit
-from cartwin.graph.graph import ModelGraph
-from cartwin.graph.inputs import InputSchedule
+from cartwin.graph.calibrate import (
+    CalibrationSettings,
+    GraphFit,
+    PriorShift,
+    calibrate_graph,
+    prior_mean_z,
+)
+from cartwin.graph.graph import FATE_SOURCE, ModelGraph
+from cartwin.graph.inputs import InputSchedule, schedule_from_record
 from cartwin.graph.spec import Edge, Parameter
+from cartwin.record.model import PatientRecord
 
 #: Fates of the T-cell model (same order as :data:`cartwin.logic.FATES`).
 FATES = ("effector", "memory_like", "exhausted", "apoptotic", "quiescent")
 
 #: Fates that make up the living, activated product (the denominator).
 ACTIVE_FATES = ("effector", "memory_like", "exhausted")
-
-#: Source node name of the fate model in the graph's edge list.
-FATE_SOURCE = "logic.tcell_fates"
 
 #: The declared cross-scale edge for the memory fraction.
 FATE_EDGE = Edge(FATE_SOURCE, "cart_tumour", "product_memory_fraction")
@@ -259,13 +285,102 @@ def apply_fate_link(schedule: InputSchedule, link: FateLink) -> InputSchedule:
     return replace(updated, notes=(*updated.notes, note))
 
 
+def expansion_shift(graph: ModelGraph, link: FateLink) -> PriorShift:
+    """The :class:`PriorShift` of ``cart_tumour.k_exp`` that ``link`` sets.
+
+    The new median is :meth:`FateLink.expansion_prior` of the graph's
+    population prior; the evidence is the fate distribution and the
+    exhausted share, so that the fit's provenance says where it came from.
+
+    Raises
+    ------
+    ModelSpecificationError
+        When the graph has no free ``cart_tumour.k_exp``.
+    """
+    if EXPANSION_PARAMETER not in graph.free_parameter_names:
+        raise ModelSpecificationError(
+            f"graph {graph.name!r} has no free parameter {EXPANSION_PARAMETER!r}"
+        )
+    base = dict(zip(graph.parameter_names, graph.parameter_specs))
+    median = link.expansion_prior(base[EXPANSION_PARAMETER]).median
+    evidence = (
+        *((f"fate.{name}", float(v)) for name, v in link.fates.items()),
+        ("exhausted_share", link.exhausted_share),
+        ("expansion_scale", link.expansion_scale),
+    )
+    return PriorShift(EXPANSION_PARAMETER, median, link.source, evidence)
+
+
+def _require_edge(graph: ModelGraph) -> None:
+    if FATE_EDGE not in graph.external_edges:
+        raise ModelSpecificationError(
+            f"graph {graph.name!r} does not declare the edge {FATE_SOURCE} -> "
+            "cart_tumour (product_memory_fraction); declared external edges: "
+            f"{list(graph.external_edges)} (a model that writes "
+            "product_memory_fraction replaces the fate link)"
+        )
+
+
+def calibrate_with_fates(
+    graph: ModelGraph,
+    record: PatientRecord,
+    link: FateLink,
+    *,
+    schedule: InputSchedule | None = None,
+    settings: CalibrationSettings | None = None,
+) -> GraphFit:
+    """Calibrate ``record`` with the product memory fraction and ``k_exp``
+    prior set by the T-cell fates.
+
+    Parameters
+    ----------
+    graph : ModelGraph
+        Must declare :data:`FATE_EDGE` (as :func:`standard_graph` does) and
+        have a free ``cart_tumour.k_exp``.
+    record : PatientRecord
+        The patient; needs an infusion event.
+    link : FateLink
+        From :func:`fates_to_inputs`.
+    schedule : InputSchedule, optional
+        Inputs before the link; default
+        :func:`~cartwin.graph.inputs.schedule_from_record`.
+    settings : CalibrationSettings, optional
+        Numerical settings (default ``CalibrationSettings()``).
+
+    Returns
+    -------
+    GraphFit
+        As :func:`~cartwin.graph.calibrate.calibrate_graph`, with
+        ``product_memory_fraction`` in ``schedule.constants`` and the
+        ``k_exp`` shift in ``prior_shifts``.
+
+    Raises
+    ------
+    ModelSpecificationError
+        When the graph lacks the edge or the parameter.
+    CartwinError
+        When the record cannot be read (as ``calibrate_graph``).
+    """
+    _require_edge(graph)
+    shift = expansion_shift(graph, link)
+    base = schedule if schedule is not None else schedule_from_record(record)
+    return calibrate_graph(
+        graph,
+        record,
+        apply_fate_link(base, link),
+        settings=settings or CalibrationSettings(),
+        prior_shifts=(shift,),
+    )
+
+
 def shift_prior(fit: GraphFit, graph: ModelGraph, link: FateLink) -> GraphFit:
     """A ``prior_only`` fit whose ``k_exp`` prior median is scaled by ``link``.
 
     On the standardised scale ``z = ln(value / median) / log_sd`` the shift is
     ``ln(expansion_scale) / log_sd`` in the mean of ``k_exp``'s ``z``; the
     prior SD is unchanged, so draws from the returned fit are log-normal
-    around the shifted median.
+    around the shifted median. ``parameter_specs`` keep the population prior
+    (``z`` is relative to it); the shift is recorded in ``prior_shifts``.
 
     Parameters
     ----------
@@ -279,41 +394,45 @@ def shift_prior(fit: GraphFit, graph: ModelGraph, link: FateLink) -> GraphFit:
     Raises
     ------
     CalibrationError
-        When ``fit`` is not ``prior_only`` (a posterior is not re-centred).
+        When ``fit`` is not ``prior_only`` (a posterior is not re-centred:
+        refit with :func:`calibrate_with_fates`), or its ``k_exp`` prior is
+        already shifted.
     ModelSpecificationError
         When the graph has no free ``cart_tumour.k_exp``.
     """
     if fit.status != "prior_only":
         raise CalibrationError(
             f"shift_prior needs a prior_only fit, got status {fit.status!r}; a "
-            "calibrated posterior is not shifted"
+            "calibrated posterior is not shifted (use calibrate_with_fates)"
         )
-    names = tuple(fit.free_names)
-    if EXPANSION_PARAMETER not in names:
-        raise ModelSpecificationError(
-            f"graph {graph.name!r} has no free parameter {EXPANSION_PARAMETER!r}"
+    if any(s.parameter == EXPANSION_PARAMETER for s in fit.prior_shifts):
+        raise CalibrationError(
+            f"the prior of {EXPANSION_PARAMETER} in this fit is already shifted"
         )
-    spec = fit.parameter_specs.get(EXPANSION_PARAMETER) or _spec(graph)
+    _, (shift,) = prior_mean_z(graph, (expansion_shift(graph, link),))
     z = np.array(fit.map_z, dtype=float)
-    z[names.index(EXPANSION_PARAMETER)] += math.log(link.expansion_scale) / spec.log_sd
+    z[tuple(fit.free_names).index(EXPANSION_PARAMETER)] += shift.offset_z
     natural = np.asarray(graph.natural_from_z(z))
-    specs = {**fit.parameter_specs, EXPANSION_PARAMETER: link.expansion_prior(spec)}
     return replace(
         fit,
         reason=f"{fit.reason}; k_exp prior median x{link.expansion_scale:.3g} "
         f"from {link.source}",
         map_z=z,
         parameters=dict(zip(graph.parameter_names, map(float, natural))),
-        parameter_specs=specs,
+        prior_shifts=(*fit.prior_shifts, shift),
     )
 
 
-def _spec(graph: ModelGraph) -> Parameter:
-    return dict(zip(graph.parameter_names, graph.parameter_specs))[EXPANSION_PARAMETER]
-
-
-def explain(link: FateLink) -> list[str]:
+def explain(link: FateLink, fit: GraphFit | None = None) -> list[str]:
     """Readable lines for a report: what the fates set and why.
+
+    Parameters
+    ----------
+    link : FateLink
+        The link used.
+    fit : GraphFit, optional
+        A fit made with the link: adds the ``k_exp`` prior shift it recorded
+        (population and shifted prior median) and its fitted value.
 
     Examples
     --------
@@ -338,8 +457,42 @@ def explain(link: FateLink) -> list[str]:
         f"T-cell fate distribution from {origin}: {fates}",
         memory,
         expansion,
+        *(_fit_lines(fit) if fit is not None else []),
         *link.notes,
     ]
+
+
+def _fit_lines(fit: GraphFit) -> list[str]:
+    lines = []
+    for shift in fit.prior_shifts:
+        spec = fit.parameter_specs.get(shift.parameter)
+        unit = f" {spec.unit}" if spec is not None else ""
+        line = (
+            f"{shift.parameter} prior median {shift.prior_median:.3g}{unit} "
+            f"(population) -> {shift.median:.3g}{unit} for this product"
+        )
+        fitted = fit.parameters.get(shift.parameter)
+        if fit.status != "prior_only" and fitted is not None:
+            line += f"; fitted to the patient's data: {fitted:.3g}{unit}"
+        lines.append(line)
+    return lines
+
+
+def fate_link_summary(link: FateLink, fit: GraphFit | None = None) -> dict[str, Any]:
+    """JSON-ready record of a fate link for ``TwinVersion.outputs["graph"]``.
+
+    Returns
+    -------
+    dict
+        ``link`` (:meth:`FateLink.to_dict`), ``prior_shifts`` (each
+        :meth:`~cartwin.graph.calibrate.PriorShift.to_dict`, empty without a
+        fit) and ``explain`` (:func:`explain` lines, for the report).
+    """
+    return {
+        "link": link.to_dict(),
+        "prior_shifts": [s.to_dict() for s in (fit.prior_shifts if fit else ())],
+        "explain": explain(link, fit),
+    }
 
 
 def _thousands(count: int) -> str:

@@ -34,6 +34,16 @@ Stable API for other models
   (NaN when unknown). The initial state is the state at
   ``InputSchedule.t_start`` (<= 0: a week before the first bridging or
   lymphodepletion event), not at infusion; time is days since infusion.
+- External model sources (:data:`EXTERNAL_SOURCES`): models that are not
+  ODE nodes, such as the T-cell fate model of :mod:`cartwin.logic`, may be
+  the source of a declared edge into a **constant** exogenous channel (the
+  value is computed once, outside the ODE, and enters through the channel:
+  ``Edge("logic.tcell_fates", "cart_tumour", "product_memory_fraction")``).
+  The graph checks that the target reads the coupling, that no model writes
+  it and that its channel is constant; :meth:`ModelGraph.describe` lists
+  such edges under ``external_edges``. The value itself is set on the
+  :class:`~cartwin.graph.inputs.InputSchedule` by the linking code
+  (:func:`cartwin.graph.fates_link.apply_fate_link`).
 - A graph for a patient: ``standard_graph(disease, extra_models=(...))``
   (extra models hashable, e.g. frozen dataclasses, so that the graph and its
   compiled programs are shared). New exogenous channels: register them with
@@ -67,6 +77,8 @@ from typing import Any
 # equinox is first imported; a value the user set is kept.
 os.environ.setdefault("EQX_ON_ERROR", "nan")
 
+import itertools
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -88,6 +100,18 @@ configure_jax()
 
 #: Source name of edges whose value comes from events or scenarios.
 EXOGENOUS = "exogenous"
+
+#: The T-cell fate model (:mod:`cartwin.logic`) as an external source.
+FATE_SOURCE = "logic.tcell_fates"
+
+#: Models outside the ODE that may feed constant exogenous channels through
+#: declared edges (name -> description).
+EXTERNAL_SOURCES: dict[str, str] = {
+    FATE_SOURCE: (
+        "T-cell fate distribution of the CAR T product (cartwin.logic, "
+        "stochastic Boolean model personalised from single-cell data)"
+    ),
+}
 
 #: Covariates passed to every ``initial_state`` (NaN when unknown).
 COVARIATE_KEYS = ("body_weight_kg", "body_height_cm", "bsa_m2")
@@ -177,10 +201,14 @@ class ModelGraph:
     edges : sequence of Edge, optional
         Declared links, checked against the joined graph (a declared edge
         that does not exist raises). Use ``source="exogenous"`` for inputs
-        from events.
+        from events, or the name of an external source (below) for a
+        constant channel that a model outside the ODE sets.
     channels : mapping, optional
         Exogenous channel definitions (default
         :data:`cartwin.graph.inputs.CHANNELS`).
+    external_sources : mapping, optional
+        Name -> description of models outside the ODE (default
+        :data:`EXTERNAL_SOURCES`); their names may not be model names.
     name, version : str
         Identify the graph in twin versions and reports.
 
@@ -198,10 +226,12 @@ class ModelGraph:
         channels: Mapping[str, InputChannel] = CHANNELS,
         name: str = "cartwin-graph",
         version: str = "1.0",
+        external_sources: Mapping[str, str] = EXTERNAL_SOURCES,
     ) -> None:
         self.models = tuple(models)
         self.name, self.version = name, version
         self.channels = dict(channels)
+        self.external_sources = dict(external_sources)
         self._check_models()
         self._index_parameters()
         self._index_states()
@@ -221,7 +251,8 @@ class ModelGraph:
                     f"{model!r} does not implement the ScaleModel protocol"
                 )
             check_model(model)
-        duplicates = sorted({n for n in names if names.count(n) > 1 or n == EXOGENOUS})
+        reserved = {EXOGENOUS, *self.external_sources}
+        duplicates = sorted({n for n in names if names.count(n) > 1 or n in reserved})
         if duplicates:
             raise ModelSpecificationError(
                 f"model names not unique or reserved: {duplicates}"
@@ -243,7 +274,7 @@ class ModelGraph:
         sizes = [len(m.states) for m in self.models]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self._state_slices = tuple(
-            slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])
+            slice(int(a), int(b)) for a, b in itertools.pairwise(offsets)
         )
         self.state_names = tuple(
             f"{m.name}.{s.name}" for m in self.models for s in m.states
@@ -295,12 +326,26 @@ class ModelGraph:
 
     def _check_declared(self) -> None:
         known = set(self.edges)
-        missing = [e for e in self.declared_edges if e not in known]
+        external = [e for e in self.declared_edges if self._is_external(e, known)]
+        missing = [
+            e for e in self.declared_edges if e not in known and e not in external
+        ]
+        self.external_edges = tuple(external)
         if missing:
             raise ModelSpecificationError(
                 f"declared edges not in the joined graph: {missing}; the graph "
-                f"has {sorted((e.source, e.target, e.coupling) for e in known)}"
+                f"has {sorted((e.source, e.target, e.coupling) for e in known)}; "
+                f"external sources {sorted(self.external_sources)} may only feed "
+                "constant exogenous channels"
             )
+
+    def _is_external(self, edge: Edge, known: set[Edge]) -> bool:
+        # an external source feeding a constant exogenous channel
+        return (
+            edge.source in self.external_sources
+            and Edge(EXOGENOUS, edge.target, edge.coupling) in known
+            and self.channels[edge.coupling].kind == "constant"
+        )
 
     # -- parameters ------------------------------------------------------------
     def model_params(self, vector: Any) -> list[dict[str, Any]]:
@@ -521,7 +566,11 @@ class ModelGraph:
         return tuple(model_card(m) for m in self.models)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready description: models, edges, exogenous inputs, parameters."""
+        """JSON-ready description: models, edges, exogenous inputs, parameters.
+
+        ``external_edges`` lists the declared edges from external sources
+        (each with the source's description).
+        """
         return {
             "name": self.name,
             "version": self.version,
@@ -530,6 +579,10 @@ class ModelGraph:
                 for m in self.models
             ],
             "edges": [vars(e).copy() for e in self.edges],
+            "external_edges": [
+                {**vars(e), "description": self.external_sources[e.source]}
+                for e in self.external_edges
+            ],
             "exogenous": list(self.exogenous),
             "states": list(self.state_names),
             "quantities": list(self.quantities),
@@ -664,7 +717,10 @@ def standard_graph(disease: str = "LBCL", extra_models: tuple = ()) -> ModelGrap
     ModelGraph
         The same instance for equal arguments. Declared edges: CAR T killing
         drives IL-6 (``tumour_kill_rate``); lymphodepletion, infusion, product
-        composition, bridging and drugs enter from events.
+        composition, bridging and drugs enter from events; the T-cell fate
+        model may set the product's memory fraction (external edge
+        ``logic.tcell_fates -> cart_tumour``) unless an extra model writes
+        ``product_memory_fraction``.
     """
     from cartwin.models.cart_tumour import CarTumourModel
     from cartwin.models.cytokines import CytokineModel
@@ -680,6 +736,8 @@ def standard_graph(disease: str = "LBCL", extra_models: tuple = ()) -> ModelGrap
             ("cytokines", "toci_exposure"),
         )
     ) + (Edge("cart_tumour", "cytokines", "tumour_kill_rate"),)
+    if "product_memory_fraction" not in writers:
+        declared += (Edge(FATE_SOURCE, "cart_tumour", "product_memory_fraction"),)
     return ModelGraph(
         models, declared, name=f"cartwin-{disease.lower()}", version="1.0"
     )

@@ -13,8 +13,17 @@
 * Target cells: :func:`antigen_from_anndata`, :func:`antigen_from_flow`
   -> :class:`AntigenProfile` (antigen-escape risk).
 
-The cross-scale edge from fates to the CAR T / tumour model is not wired
-here; :func:`simulate_fates` and :meth:`PatientFates.as_dict` are its inputs.
+Cross-scale link: :meth:`PatientFates.as_dict` is the input of
+:mod:`cartwin.graph.fates_link`, which sets the CAR T / tumour model's
+product memory fraction (declared graph edge ``logic.tcell_fates ->
+cart_tumour``) and the prior median of its expansion rate ``k_exp``;
+:func:`cartwin.graph.fates_link.calibrate_with_fates` fits a patient under
+that prior and :func:`cartwin.graph.fates_link.explain` gives the report's
+reasons. A twin uses it when ``TwinSettings(graph=True, fates=...)`` is set.
+Not done: the mapping from fates to model inputs is an assumption (direction
+from Fraietta 2018 and Deng 2020, size not calibrated); no command-line
+option passes a personalisation result into ``twin build``; fates are those
+of the product at infusion, not simulated in vivo.
 """
 
 from __future__ import annotations

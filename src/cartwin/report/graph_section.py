@@ -6,7 +6,10 @@ bands of every observable (the plot shows IL-6, ANC with the 0.5 and
 neutropenia outlook beside CAR-HEMATOTOX (Rejeski 2021,
 doi:10.1182/blood.2020010543), response probabilities, the scenarios side by
 side (a table and one overlay plot) and the identifiability of each
-parameter. Units go through :func:`cartwin.report.html.fmt_unit`; times are
+parameter, and, when the forecast used the product's T-cell fates
+(:mod:`cartwin.graph.fates_link`), why its kinetics differ from the
+population's: the lines of ``outputs["graph"]["fate_link"]["explain"]``.
+Units go through :func:`cartwin.report.html.fmt_unit`; times are
 days since CAR T infusion (the graph's own time). Deterministic: the same
 outputs give the same markup.
 """
@@ -73,7 +76,15 @@ def graph_section(outputs: dict, fmt_number, fmt_unit) -> dict[str, Any]:
         "scenarios": _scenario_table(graph, fmt),
         "overlay": _overlay_plot(graph, fmt),
         "identifiability": _identifiability_rows(graph.get("identifiability") or {}, fmt),
+        "fate_link": _fate_lines(graph.get("fate_link")),
     }
+
+
+def _fate_lines(link: dict | None) -> list[str]:
+    """The stored explanation of a fate link (empty: no link was used)."""
+    if not isinstance(link, dict):
+        return []
+    return [str(line) for line in link.get("explain") or []]
 
 
 class _Formats:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -54,6 +55,16 @@ class TwinSettings:
         takes seconds to tens of seconds per patient and the first build in a
         process compiles the graph (about 20 s on a CPU), too slow for
         ``cartwin demo`` and routine updates.
+    fates : tuple of (str, float)
+        The CAR T product's T-cell fate distribution (fate -> fraction, e.g.
+        ``PatientFates.as_dict()`` of :func:`cartwin.logic.personalise`; a
+        mapping is accepted). When given (needs ``graph=True``) the graph is
+        calibrated through the fate link
+        (:func:`cartwin.graph.fates_link.calibrate_with_fates`): it sets the
+        product memory fraction and the ``k_exp`` prior, and
+        ``outputs["graph"]["fate_link"]`` says how. Empty: no link.
+    fates_n_cells : int
+        Cells the fates were personalised from (0: unknown), for the report.
     """
 
     interval: float = 0.9
@@ -61,8 +72,17 @@ class TwinSettings:
     seed: int = 20240101
     t_end_days: float = 365.0
     graph: bool = False
+    fates: tuple[tuple[str, float], ...] = ()
+    fates_n_cells: int = 0
 
     def __post_init__(self) -> None:
+        # a mapping, or [name, value] pairs read back from JSON, as pairs
+        pairs = self.fates.items() if isinstance(self.fates, Mapping) else self.fates
+        object.__setattr__(self, "fates", tuple((str(k), float(v)) for k, v in pairs))
+        if self.fates and not self.graph:
+            raise ValueError("fates set the model graph's priors: they need graph=True")
+        if self.fates_n_cells < 0:
+            raise ValueError(f"fates_n_cells must be >= 0, got {self.fates_n_cells}")
         if not 0.0 < self.interval < 1.0:
             raise ValueError(f"interval must be in (0, 1), got {self.interval}")
         if self.n_draws < 10:
@@ -190,11 +210,13 @@ def _kinetics_outputs(
 
 
 def recorded_settings(settings: TwinSettings) -> dict[str, Any]:
-    # ``graph`` is recorded only when on, so versions built without the graph
-    # keep the settings (and content ids) of earlier releases
+    # ``graph`` and the fates are recorded only when on, so versions built
+    # without them keep the settings (and content ids) of earlier releases
     recorded = dataclasses.asdict(settings)
     if not recorded["graph"]:
         del recorded["graph"]
+    if not recorded["fates"]:
+        del recorded["fates"], recorded["fates_n_cells"]
     return recorded
 
 
@@ -213,6 +235,7 @@ def _graph_output(record: PatientRecord, settings: TwinSettings) -> dict[str, An
             seed=settings.seed,
             interval=settings.interval,
             t_end_days=settings.t_end_days,
+            fate_link=_fate_link(settings),
         )
     except CartwinError:
         raise
@@ -220,6 +243,16 @@ def _graph_output(record: PatientRecord, settings: TwinSettings) -> dict[str, An
         raise CalibrationError(
             f"model graph of {record.facts.pseudonym}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _fate_link(settings: TwinSettings) -> Any:
+    """The :class:`~cartwin.graph.fates_link.FateLink` of ``settings.fates``."""
+    if not settings.fates:
+        return None
+    from cartwin.graph.fates_link import fates_to_inputs
+
+    n_cells = settings.fates_n_cells or None
+    return fates_to_inputs(dict(settings.fates), n_cells=n_cells)
 
 
 def _score_outputs(record: PatientRecord) -> list[dict[str, Any]]:

@@ -55,6 +55,7 @@ DIGITS = 4
 def graph_outputs(
     record: PatientRecord, *, seed: int, interval: float = 0.9,
     t_end_days: float = 365.0, n_draws: int = GRAPH_N_DRAWS,
+    fate_link: Any = None,
 ) -> dict[str, Any]:
     """Calibrate, forecast and compare scenarios of the standard graph.
 
@@ -70,6 +71,10 @@ def graph_outputs(
         Last stored day of the series (days since infusion).
     n_draws : int
         Posterior draws.
+    fate_link : FateLink, optional
+        The product's T-cell fates (:mod:`cartwin.graph.fates_link`): the fit
+        is :func:`~cartwin.graph.fates_link.calibrate_with_fates`, and
+        ``fate_link`` (link, prior shifts, explanation lines) is added.
 
     Returns
     -------
@@ -95,7 +100,12 @@ def graph_outputs(
     from cartwin.models.neutrophils import NeutrophilModel
 
     graph = standard_graph(record.facts.disease or "", (NeutrophilModel(),))
-    fit = calibrate_record(record, graph=graph)
+    if fate_link is None:
+        fit = calibrate_record(record, graph=graph)
+    else:
+        from cartwin.graph.fates_link import calibrate_with_fates, fate_link_summary
+
+        fit = calibrate_with_fates(graph, record, fate_link)
     summary = graph_summary(fit, None)
     out: dict[str, Any] = {
         "status": fit.status,
@@ -104,6 +114,8 @@ def graph_outputs(
         "n_obs": summary["n_obs"],
         "identifiability": _identifiability(summary["parameters"]),
     }
+    if fate_link is not None:
+        out["fate_link"] = _round_tree(fate_link_summary(fate_link, fit))
     if not fit.usable:
         return out
     coarse = _coarse_grid(fit.schedule.t_start, t_end_days)
