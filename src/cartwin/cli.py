@@ -43,6 +43,15 @@ def _mount_logic() -> None:
 _mount_logic()
 
 
+def _mount_trial() -> None:
+    from cartwin.trial.cli import trial_app
+
+    app.add_typer(trial_app, name="trial")
+
+
+_mount_trial()
+
+
 def _mount_service() -> None:
     from cartwin.service.cli import mount
 

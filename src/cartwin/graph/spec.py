@@ -31,8 +31,9 @@ This module holds only declarations; :mod:`cartwin.graph.graph` joins them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cartwin.errors import ModelSpecificationError
 

@@ -97,6 +97,7 @@ References
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -225,7 +226,7 @@ class CrsLink:
 
     def __post_init__(self) -> None:
         c = self.thresholds
-        if len(c) != 4 or not all(a < b for a, b in zip(c, c[1:])):
+        if len(c) != 4 or not all(a < b for a, b in itertools.pairwise(c)):
             raise ModelSpecificationError(
                 f"CrsLink.thresholds must be 4 increasing values, got {c}"
             )
@@ -563,21 +564,21 @@ class CytokineModel:
             ]
         )
 
-    def linear_decay_rates(self, params: Scalars) -> Any:
-        """First-order loss rates of (IL-6, CRP, blocked receptors), per day.
+    def linear_decay_rates(self, params: Scalars, y: Any) -> Any:
+        """First-order loss rates of (IL-6, CRP, blocked receptors) at ``y``, /d.
 
         The stiff part of :meth:`rhs` (receptor binding at ``k_block`` = 24 /d
-        and IL-6 clearance at ``d_il6`` = 3.96 /d): fixed-step solvers of
-        large virtual cohorts (:mod:`cartwin.trial.engine`) integrate these
-        decays exactly and the rest explicitly. The rates are the loss terms
-        without tocilizumab; the receptor-mediated part of IL-6 clearance
-        that tocilizumab blocks stays in the explicit remainder.
+        and IL-6 clearance ``d_il6 (1 - f_R O)``, up to 3.96 /d): fixed-step
+        solvers of large virtual cohorts (:mod:`cartwin.trial.engine`) hold
+        these rates at their value at the start of a step, integrate those
+        decays exactly and the rest of :meth:`rhs` explicitly.
         """
+        p = params
         return jnp.stack(
             [
-                jnp.asarray(params["d_il6"], float),
-                jnp.asarray(params["k_crp"], float),
-                jnp.asarray(params["k_block"], float),
+                p["d_il6"] * (1.0 - p["f_receptor"] * y[2]),
+                jnp.asarray(p["k_crp"], float),
+                jnp.asarray(p["k_block"], float),
             ]
         )
 

@@ -342,6 +342,15 @@ class NeutrophilModel:
         d_chain = [k_tr * (chain[i] - chain[i + 1]) for i in range(N_TRANSIT + 1)]
         return jnp.stack([d_prol, *d_chain], axis=-1)
 
+    def linear_decay_rates(self, params: Mapping[str, Any], y: Any) -> Any:
+        """First-order loss rate of every compartment, ``k_tr`` per day (any ``y``).
+
+        Fixed-step solvers of large cohorts (:mod:`cartwin.trial.engine`)
+        integrate these losses exactly and the rest of :meth:`rhs` explicitly.
+        """
+        k_tr = (N_TRANSIT + 1) / jnp.asarray(params["mtt"], dtype=float)
+        return jnp.stack([k_tr] * (N_TRANSIT + 2), axis=-1)
+
     def couplings(self, t: Any, y: Any, params: Mapping[str, Any]) -> dict[str, Any]:
         """The ANC, for models that read it."""
         return {"anc": y[..., ANC_INDEX]}
