@@ -269,12 +269,21 @@ def twin_update(
     store: Optional[str] = StoreOption,
     seed: int = typer.Option(20240101, help="Seed of the forecast draws."),
     graph: bool = GraphOption,
+    fates: Path | None = typer.Option(
+        None, "--fates",
+        help="JSON of the CAR T product's T-cell fates: the output of `cartwin logic "
+        "personalise MODEL --cells FILE.h5ad --json`, or {fate: fraction} with "
+        "effector, memory_like, exhausted, apoptotic, quiescent. Sets the model "
+        "graph's memory fraction and expansion prior; needs --graph.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Calibrate the twin of each patient on all its data; store a new version."""
     _configure(as_json)
     try:
-        versions, failures = _update(patients or [], all_patients, store, seed, graph)
+        linked = _fate_settings(fates, graph)
+        versions, failures = _update(patients or [], all_patients, store, seed, graph,
+                                     linked)
     except CartwinError as exc:
         _fail(exc)
     if as_json:
@@ -290,11 +299,11 @@ def twin_update(
         raise typer.Exit(code=2)
 
 
-def _update(names, all_patients, store_path, seed, graph=False):
+def _update(names, all_patients, store_path, seed, graph=False, fates=None):
     from cartwin.store import open_store
     from cartwin.twin.build import TwinSettings, build_twin
 
-    settings = TwinSettings(seed=seed, graph=graph)
+    settings = TwinSettings(seed=seed, graph=graph, **(fates or {}))
     versions, failures = [], []
     with open_store(store_path) as store:
         pseudonyms = _resolve_many(store, names, all_patients)
@@ -312,6 +321,93 @@ def _update(names, all_patients, store_path, seed, graph=False):
                     failures.append({"pseudonym": pseudonym, "error": str(exc)})
                 progress.advance(task)
     return versions, failures
+
+
+def _fate_settings(path: Path | None, graph: bool) -> dict[str, Any]:
+    """``TwinSettings`` fields ``fates`` and ``fates_n_cells`` from ``--fates``.
+
+    The file is the JSON of ``cartwin logic personalise MODEL --cells FILE --json``
+    (its ``fates`` and ``n_cells`` are read, other keys ignored) or a plain
+    ``{fate: fraction}`` object; either way every fate of
+    :data:`cartwin.graph.fates_link.FATES` is needed, as a finite number >= 0,
+    and the fractions must pass :func:`cartwin.graph.fates_link.fates_to_inputs`
+    (sum 1, some active product), so a file is refused here, before any patient.
+
+    Raises
+    ------
+    DataError
+        ``--fates`` without ``--graph``, a missing or unreadable file, invalid
+        JSON, or a missing, unknown, negative or non-finite fate; the message
+        names the file, the field and the value.
+    """
+    from cartwin.errors import DataError
+
+    if path is None:
+        return {}
+    if not graph:
+        raise DataError(f"--fates {path}: the fates set the model graph's priors; "
+                        "add --graph")
+    data = _fates_json(path)
+    field, fates = ("fates.", data["fates"]) if "fates" in data else ("", data)
+    if not isinstance(fates, dict):
+        raise DataError(f"--fates {path}: fates = {fates!r}: must be a JSON object "
+                        "{fate: fraction}")
+    values = _fate_values(path, field, fates)
+    n_cells = data.get("n_cells", 0) if field else 0
+    if isinstance(n_cells, bool) or not isinstance(n_cells, int) or n_cells < 0:
+        raise DataError(f"--fates {path}: n_cells = {n_cells!r}: must be an integer "
+                        ">= 0 (cells the fates were personalised from)")
+    from cartwin.graph.fates_link import fates_to_inputs
+
+    try:
+        fates_to_inputs(values, n_cells=n_cells or None, source=str(path))
+    except DataError as exc:
+        raise DataError(f"--fates {path}: {exc}") from None
+    return {"fates": values, "fates_n_cells": n_cells}
+
+
+def _fates_json(path: Path) -> dict[str, Any]:
+    """The top-level JSON object of a ``--fates`` file."""
+    from cartwin.errors import DataError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"--fates {path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"--fates {path}: cannot be read ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"--fates {path}: not valid JSON: {exc.msg} (line "
+                        f"{exc.lineno}, column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"--fates {path}: top level is {type(data).__name__}: must "
+                        "be a JSON object")
+    return data
+
+
+def _fate_values(path: Path, field: str, fates: dict) -> dict[str, float]:
+    """Every fate's fraction, checked: known names, finite numbers >= 0."""
+    import math
+
+    from cartwin.errors import DataError
+    from cartwin.graph.fates_link import FATES
+
+    for name, value in fates.items():
+        if name not in FATES:
+            raise DataError(f"--fates {path}: {field}{name} = {value!r}: unknown "
+                            f"fate; expected {', '.join(FATES)}")
+    for name in FATES:
+        value = fates.get(name)
+        if name not in fates:
+            raise DataError(f"--fates {path}: {field}{name} is missing; every fate "
+                            f"is needed: {', '.join(FATES)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0:
+            raise DataError(f"--fates {path}: {field}{name} = {value!r}: must be a "
+                            "finite number >= 0 (fraction of cells)")
+    return {name: float(fates[name]) for name in FATES}
 
 
 def _resolve_many(store, names, all_patients) -> list[str]:

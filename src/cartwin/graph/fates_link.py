@@ -72,9 +72,11 @@ Known limits
   fates that change in vivo. A calibrated posterior is not re-centred after
   the fact: :func:`shift_prior` refuses it; refit with
   :func:`calibrate_with_fates`.
-- The fates reach a twin only through
-  :class:`cartwin.twin.build.TwinSettings` (``fates``, with ``graph=True``);
-  no command-line option reads a personalisation result into a twin yet.
+- The fates reach a twin through :class:`cartwin.twin.build.TwinSettings`
+  (``fates``, with ``graph=True``), on the command line ``cartwin twin update
+  P --graph --fates FATES.json`` (the JSON of ``cartwin logic personalise
+  --json``); the personalisation is not re-run when the product's cells
+  change.
 
 References
 ----------

@@ -32,7 +32,10 @@ from matplotlib.ticker import MultipleLocator
 
 from cartwin.record.model import PatientRecord
 
-_RC = {
+#: Matplotlib settings of every report figure (text kept as text in the SVG,
+#: fixed hash salt so the same data give the same bytes); shared with the
+#: trial report (cartwin.trial._report_figures).
+RC = {
     "svg.fonttype": "none",
     "svg.hashsalt": "cartwin-report",
     "font.size": 8.0,
@@ -241,7 +244,7 @@ def figure_svg(fig: Figure, prefix: str, alt: str = "") -> str:
     and a ``<title>`` child holding ``alt`` (escaped) as its text alternative.
     """
     buffer = io.StringIO()
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(RC):
         fig.savefig(buffer, format="svg", metadata={"Date": None})
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
@@ -258,7 +261,7 @@ def figure_svg(fig: Figure, prefix: str, alt: str = "") -> str:
 
 
 def _new_figure(rows: int, cols: int, size: tuple[float, float], **kwargs):
-    """A figure and its axes; call inside ``rc_context(_RC)``."""
+    """A figure and its axes; call inside ``rc_context(RC)``."""
     fig = Figure(figsize=size, layout="constrained")
     return fig, fig.subplots(rows, cols, **kwargs)
 
@@ -271,13 +274,17 @@ def _time_axis(ax, axis: TimeAxis) -> None:
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
 
-def _legend(ax, **kwargs) -> None:
+def legend(ax, **kwargs) -> None:
+    """A frameless legend on ``ax`` when it has labelled artists.
+
+    ``kwargs`` go to :meth:`matplotlib.axes.Axes.legend` (``loc``, ``ncols``).
+    """
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         ax.legend(handles, labels, frameon=False, fontsize=7, **kwargs)
 
 
-def _figure_legend(fig, axes, ncols: int = 2) -> None:
+def figure_legend(fig, axes, ncols: int = 2) -> None:
     """One legend above all panels, each label once."""
     entries: dict[str, object] = {}
     for ax in axes:
@@ -355,7 +362,7 @@ def plot_kinetics(data: KineticsPlot, *, alt: str = "") -> str | None:
     far = max([window[1], *times, *(grid[0] if grid is not None else ())])
     whole = far > window[1] or bool(times.size and times.min() < window[0])
     heights = [3.0] + [1.6] * int(other[0].size > 0) + [1.6] * int(whole)
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(RC):
         fig, axes = _new_figure(len(heights), 1, (7.2, sum(heights) + 0.6),
                                 squeeze=False, gridspec_kw={"height_ratios": heights})
         axes = axes[:, 0]
@@ -364,7 +371,7 @@ def plot_kinetics(data: KineticsPlot, *, alt: str = "") -> str | None:
             _draw_other_assay(axes[1], data.other, other, window)
         if whole:
             _draw_full_horizon(axes[-1], observed, grid, window, last, far)
-        _figure_legend(fig, axes, ncols=3)
+        figure_legend(fig, axes, ncols=3)
     return figure_svg(fig, "kinetics", alt)
 
 
@@ -475,7 +482,7 @@ def plot_panels(panels: Sequence[Panel], axis: TimeAxis, *, cols: int = 2,
         return None
     rows = -(-len(panels) // cols)
     xlim = shared_xlim(panels)
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(RC):
         fig, axes = _new_figure(rows, cols, (7.2, 2.0 * rows + 0.8), squeeze=False)
         for ax, panel in zip(axes.flat, panels):
             _draw_panel(ax, panel, axis)
@@ -484,7 +491,7 @@ def plot_panels(panels: Sequence[Panel], axis: TimeAxis, *, cols: int = 2,
                 ax.set_xlim(*xlim)
         for ax in axes.flat[len(panels):]:
             ax.set_visible(False)
-        _figure_legend(fig, axes.flat[:len(panels)], ncols=3)
+        figure_legend(fig, axes.flat[:len(panels)], ncols=3)
     return figure_svg(fig, prefix, alt)
 
 
@@ -545,18 +552,18 @@ def plot_grade(data: GradePlot, axis: TimeAxis, prefix: str, *,
     if not data.steps and not data.daily and data.aux is None:
         return None
     rows = 2 if data.aux is not None else 1
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(RC):
         fig, axes = _new_figure(rows, 1, (7.0, 2.2 * rows + 0.3), squeeze=False,
                                 sharex=True)
         ax = axes[0, 0]
         _draw_grades(ax, data)
         _draw_events(ax, data.events)
-        _legend(ax, loc="upper right", ncols=2)
+        legend(ax, loc="upper right", ncols=2)
         _time_axis(ax, axis)
         if data.aux is not None:
             ax.set_xlabel("")
             _draw_panel(axes[1, 0], data.aux, axis)
-            _legend(axes[1, 0], loc="upper right")
+            legend(axes[1, 0], loc="upper right")
         if data.xlim is not None:
             ax.set_xlim(*data.xlim)
     return figure_svg(fig, prefix, alt)
@@ -600,7 +607,7 @@ def plot_journey(phases: Sequence[tuple], axis: TimeAxis, *,
     rows = [(name, start, end) for name, start, end in phases if start is not None]
     if not rows:
         return None
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(RC):
         fig, ax = _new_figure(1, 1, (7.0, 0.35 * len(rows) + 0.9))
         for index, (name, start, end) in enumerate(rows):
             if end is not None:

@@ -12,7 +12,8 @@ A trial file is TOML (``.toml``, read with :mod:`tomllib`) or YAML
     [[endpoint]]            name = one of ENDPOINTS (default: all of them)
 
 The shipped example, ``cartwin/data/examples/trial_zuma1.toml``
-(:func:`example_trial_path`), documents every key in comments.
+(:func:`example_trial_path`), documents every key in comments. Parsing and the
+typed, checked access to each table live in :mod:`cartwin.trial._trialfile`.
 
 Units of the treatment keys are those of the exogenous input channels of the
 model graph (``cartwin.graph.inputs.CHANNELS``):
@@ -54,24 +55,21 @@ References
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-import math
 import re
-import tomllib
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from cartwin.errors import DataError, TrialConfigError
-from cartwin.graph.inputs import EARLIEST_START_DAY, LD_REFERENCE
+from cartwin.graph.inputs import LD_REFERENCE
+from cartwin.trial._trialfile import MISSING, Table, read_document
 
 #: Endpoint names a trial can report (see :mod:`cartwin.trial.endpoints`).
 ENDPOINTS = (
@@ -111,7 +109,6 @@ DEFAULT_MEMORY_FRACTION = 0.3
 EXAMPLE_TRIAL = "trial_zuma1.toml"
 
 _ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,63}")
-_MISSING = object()
 
 
 # -- value objects --------------------------------------------------------------
@@ -489,69 +486,11 @@ def load_trial(path: str | Path) -> Trial:
     """
     path = Path(path)
     source = str(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".yaml", ".yml"):
-        raise TrialConfigError(
-            f"{source}: file type {path.suffix!r} not supported; use .toml, "
-            ".yaml or .yml")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrialConfigError(f"{source}: cannot be read ({exc})") from None
-    data = _parse_toml(text, source) if suffix == ".toml" else _parse_yaml(text, source)
+    data = read_document(path)
     if not data:
         raise TrialConfigError(f"{source}: the file is empty; a trial needs at "
                                "least [trial] and one [[arm]]")
     return parse_trial(data, source=source)
-
-
-def _parse_toml(text: str, source: str) -> dict:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        # the message ends with "(at line L, column C)"
-        raise TrialConfigError(f"{source}: not valid TOML: {exc}") from None
-
-
-class _TrialYamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that refuses duplicate keys and reads 1e6 as float.
-
-    PyYAML follows YAML 1.1, where ``2.0e6`` (no exponent sign) is a string;
-    YAML 1.2 and TOML read it as a number, and so does this loader.
-    """
-
-    def construct_mapping(self, node, deep=False):  # PyYAML hook
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                continue
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_TrialYamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
-def _parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_TrialYamlLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = "" if mark is None else f" (at line {mark.line + 1}, " \
-            f"column {mark.column + 1})"
-        raise TrialConfigError(
-            f"{source}: not valid YAML: {exc.problem or exc.context}{where}"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise TrialConfigError(f"{source}: not valid YAML: {exc}") from None
 
 
 def parse_trial(data: Mapping[str, Any], *, source: str = "<memory>") -> Trial:
@@ -562,7 +501,7 @@ def parse_trial(data: Mapping[str, Any], *, source: str = "<memory>") -> Trial:
     TrialConfigError
         As :func:`load_trial`; ``source`` names the origin in messages.
     """
-    top = _Table(data, "", source)
+    top = Table(data, "", source)
     top.check_keys(("trial", "population", "arm", "endpoint"))
     head = top.table("trial", required=True)
     head.check_keys(("name", "disease", "patients_per_arm", "seed", "horizon_days",
@@ -585,7 +524,7 @@ def parse_trial(data: Mapping[str, Any], *, source: str = "<memory>") -> Trial:
     )
 
 
-def _arms(top: _Table) -> tuple[Arm, ...]:
+def _arms(top: Table) -> tuple[Arm, ...]:
     items = top.array("arm")
     if not items:
         top.fail("arm", top.data.get("arm"), "a trial needs at least one [[arm]]")
@@ -599,7 +538,7 @@ def _arms(top: _Table) -> tuple[Arm, ...]:
     return arms
 
 
-def _arm(table: _Table) -> Arm:
+def _arm(table: Table) -> Arm:
     name = table.text("name")
     if not _ARM_NAME.fullmatch(name):
         table.fail("name", name, "arm names use letters, digits, space and "
@@ -629,10 +568,10 @@ def _arm(table: _Table) -> Arm:
     )
 
 
-def _dose(table: _Table) -> tuple[float | None, float | None]:
+def _dose(table: Table) -> tuple[float | None, float | None]:
     given = [k for k in ("dose_cells", "dose_cells_per_kg") if k in table.data]
     if len(given) != 1:
-        shown = {k: table.data[k] for k in given} if given else _MISSING
+        shown = {k: table.data[k] for k in given} if given else MISSING
         table.fail(given[-1] if given else "dose_cells_per_kg", shown,
                    "a simulated arm gives exactly one of dose_cells (total "
                    "cells) or dose_cells_per_kg (cells/kg)")
@@ -640,7 +579,7 @@ def _dose(table: _Table) -> tuple[float | None, float | None]:
     return (value, None) if given[0] == "dose_cells" else (None, value)
 
 
-def _lymphodepletion(table: _Table | None) -> Lymphodepletion:
+def _lymphodepletion(table: Table | None) -> Lymphodepletion:
     if table is None:
         return Lymphodepletion()
     mg_keys = {"flu/cy": ("fludarabine_mg_m2", "cyclophosphamide_mg_m2"),
@@ -664,7 +603,7 @@ def _lymphodepletion(table: _Table | None) -> Lymphodepletion:
     return Lymphodepletion(regimen, days, units)
 
 
-def _ld_units(table: _Table, mg_keys: tuple[str, ...], default: float) -> float:
+def _ld_units(table: Table, mg_keys: tuple[str, ...], default: float) -> float:
     # explicit units, or mg/m2 converted with LD_REFERENCE (graph/inputs.py)
     given = [k for k in mg_keys if k in table.data]
     if "units_per_day" in table.data and given:
@@ -681,7 +620,7 @@ def _ld_units(table: _Table, mg_keys: tuple[str, ...], default: float) -> float:
     return units
 
 
-def _bridging(table: _Table | None) -> Bridging | None:
+def _bridging(table: Table | None) -> Bridging | None:
     if table is None:
         return None
     table.check_keys(("days", "units_per_day"))
@@ -689,7 +628,7 @@ def _bridging(table: _Table | None) -> Bridging | None:
                     units_per_day=table.number("units_per_day", 1.0, low=0.0))
 
 
-def _eligibility(table: _Table | None) -> Eligibility:
+def _eligibility(table: Table | None) -> Eligibility:
     if table is None:
         return Eligibility()
     table.check_keys(("max_hematotox", "min_age", "max_age", "max_prior_lines"))
@@ -705,7 +644,7 @@ def _eligibility(table: _Table | None) -> Eligibility:
     return rules
 
 
-def _policy(table: _Table | None, amount_key: str, per_unit: float) -> DrugPolicy:
+def _policy(table: Table | None, amount_key: str, per_unit: float) -> DrugPolicy:
     if table is None:
         return DrugPolicy(None, 1.0)
     table.check_keys(("at_crs_grade", amount_key))
@@ -715,7 +654,7 @@ def _policy(table: _Table | None, amount_key: str, per_unit: float) -> DrugPolic
     return DrugPolicy(grade or None, amount / per_unit)
 
 
-def _observed(table: _Table) -> dict[str, float]:
+def _observed(table: Table) -> dict[str, float]:
     table.check_keys(("n", *PROPORTION_ENDPOINTS))
     observed: dict[str, float] = {"n": table.integer("n", low=1)}
     for key in PROPORTION_ENDPOINTS:
@@ -728,7 +667,7 @@ def _observed(table: _Table) -> dict[str, float]:
     return observed
 
 
-def _endpoints(top: _Table) -> tuple[str, ...]:
+def _endpoints(top: Table) -> tuple[str, ...]:
     items = top.array("endpoint")
     if not items:
         return ENDPOINTS
@@ -742,7 +681,7 @@ def _endpoints(top: _Table) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _reference_arm(head: _Table, arms: tuple[Arm, ...]) -> str:
+def _reference_arm(head: Table, arms: tuple[Arm, ...]) -> str:
     simulated = [a.name for a in arms if a.simulated]
     if not simulated:
         head.fail("reference_arm", None, "the trial needs at least one simulated "
@@ -757,7 +696,7 @@ def _reference_arm(head: _Table, arms: tuple[Arm, ...]) -> str:
     return name
 
 
-def _population(top: _Table) -> dict[str, Any]:
+def _population(top: Table) -> dict[str, Any]:
     table = top.table("population")
     if table is None:
         return {}
@@ -772,124 +711,3 @@ def _population(top: _Table) -> dict[str, Any]:
         table.fail(key, value, "population overrides are numbers, true/false "
                    "or text")
     return dict(table.data)
-
-
-# -- typed access to one table of the file ----------------------------------------
-
-
-class _Table:
-    """Typed, checked access to one table of a trial file.
-
-    ``path`` is the dotted field path of the table (``arm[1].tocilizumab``);
-    every failure raises :class:`TrialConfigError` with file, path and value.
-    """
-
-    def __init__(self, data: object, path: str, source: str) -> None:
-        self.path, self.source = path, source
-        if not isinstance(data, Mapping):
-            where = path or "top level"
-            raise TrialConfigError(f"{source}: {where} = {_show(data)}: must be a "
-                                   "table (mapping)")
-        self.data = dict(data)
-
-    def where(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def fail(self, key: str, value: object, problem: str) -> NoReturn:
-        shown = "is missing" if value is _MISSING else f"= {_show(value)}"
-        raise TrialConfigError(f"{self.source}: {self.where(key)} {shown}: {problem}")
-
-    def check_keys(self, allowed: tuple[str, ...], why: str = "") -> None:
-        for key in self.data:
-            if key in allowed:
-                continue
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            self.fail(str(key), self.data[key],
-                      f"unknown key ({why or 'allowed: ' + ', '.join(allowed)}){hint}")
-
-    def _get(self, key: str, default: object) -> object:
-        if key in self.data:
-            return self.data[key]
-        if default is _MISSING:
-            self.fail(key, _MISSING, "is required")
-        return default
-
-    def table(self, key: str, required: bool = False) -> _Table | None:
-        value = self._get(key, _MISSING if required else None)
-        return None if value is None else _Table(value, self.where(key), self.source)
-
-    def array(self, key: str) -> list[_Table]:
-        value = self.data.get(key, [])
-        if not isinstance(value, list):
-            self.fail(key, value, f"must be an array of tables ([[{key}]])")
-        return [_Table(v, f"{self.where(key)}[{i}]", self.source)
-                for i, v in enumerate(value)]
-
-    def text(self, key: str, default: object = _MISSING) -> Any:
-        value = self._get(key, default)
-        if key not in self.data:
-            return value
-        if not isinstance(value, str) or not value.strip():
-            self.fail(key, value, "must be non-blank text")
-        return value
-
-    def choice(self, key: str, allowed: tuple[str, ...], default: object = _MISSING):
-        value = self._get(key, default)
-        if value not in allowed:
-            self.fail(key, value, f"allowed: {', '.join(map(repr, allowed))}")
-        return value
-
-    def number(self, key: str, default: object = _MISSING, *, low: float | None = None,
-               high: float | None = None, open_: bool = False) -> Any:
-        value = self._get(key, default)
-        if key not in self.data:
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(key, value, "must be a number")
-        if not math.isfinite(value):
-            self.fail(key, value, "must be a finite number")
-        _check_range(self, key, value, low, high, open_)
-        return float(value)
-
-    def integer(self, key: str, default: object = _MISSING, *, low: int | None = None,
-                high: int | None = None, why: str = "") -> Any:
-        value = self._get(key, default)
-        if key not in self.data:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int):
-            detail = f" ({why})" if why else ""
-            self.fail(key, value, f"must be an integer{detail}")
-        _check_range(self, key, value, low, high, False, why)
-        return value
-
-    def days(self, key: str, default: object = _MISSING, *,
-             nonempty: bool = False) -> tuple[float, ...]:
-        value = self._get(key, default)
-        if key not in self.data:
-            return tuple(value)
-        if not isinstance(value, list) or (nonempty and not value) or any(
-            isinstance(d, bool) or not isinstance(d, (int, float))
-            or not EARLIEST_START_DAY <= d < 0 for d in value
-        ):
-            self.fail(key, value, "must be a list of days before infusion, "
-                      f"{EARLIEST_START_DAY:g} <= day < 0"
-                      + (", at least one" if nonempty else ""))
-        if len(set(value)) != len(value):
-            self.fail(key, value, "lists a day twice")
-        return tuple(sorted(float(d) for d in value))
-
-
-def _check_range(table: _Table, key: str, value: float, low, high, open_: bool,
-                 why: str = "") -> None:
-    too_low = low is not None and (value <= low if open_ else value < low)
-    too_high = high is not None and (value >= high if open_ else value > high)
-    if too_low or too_high:
-        lo = "" if low is None else f"{low:g} {'<' if open_ else '<='} "
-        hi = "" if high is None else f" {'<' if open_ else '<='} {high:g}"
-        table.fail(key, value, why or f"allowed: {lo}{key.split('.')[-1]}{hi}")
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -28,7 +28,7 @@ held at the step's start state), ``z = -lam h``, ``E = exp(z)``::
          + 2h (phi2 - 2 phi3) (N(t + h/2, a) + N(t + h/2, b))
          + h (4 phi3 - phi2) N(t + h, c)
 
-with ``phi_k(z) = sum_j z^j / (j + k)!`` (series for ``|z| < 1``). It is the
+with ``phi_k(z) = sum_j z^j / (j + k)!`` (series for ``|z| < 0.5``). It is the
 classical fourth-order Runge-Kutta method when ``lam = 0`` and exact for a
 decay towards a constant target, so steps of two days stay stable and
 bounded although receptor binding has ``k_block h`` = 48 (the integrating-
@@ -50,8 +50,8 @@ Inputs on a fixed grid
 
 Step grid (days; :func:`step_grid`): 0.5 until the first event before
 infusion (bridging or lymphodepletion), 0.1 from it to infusion, the infusion as
-two steps, 0.1 to day 14 (expansion, cytokine surge), 0.25 to day 30, 0.5 to
-day 100, then 1.0; every event start/end and visit day is a node.
+two steps, 0.25 to day 14 (expansion, cytokine surge), 0.5 to day 30, 1.0
+to day 100, then 2.0; every event start/end and visit day is a node.
 
 References
 ----------
@@ -80,7 +80,7 @@ from cartwin.graph.inputs import InputSchedule, Pulse
 VISIT_DAYS = (28.0, 56.0, 90.0, 135.0, 180.0, 270.0, 365.0)
 
 #: Step lengths by phase: (phase end day, step) after infusion.
-PHASES = ((14.0, 0.1), (30.0, 0.25), (100.0, 1.0), (math.inf, 2.0))
+PHASES = ((14.0, 0.25), (30.0, 0.5), (100.0, 1.0), (math.inf, 2.0))
 
 #: Steps before the first pre-infusion event and from it to infusion, days
 #: (lymphodepletion kills normal T cells at up to ~10 /d in the prior).
@@ -94,6 +94,9 @@ NEUTROPENIA_WINDOW = 60.0
 
 #: Severe neutropenia threshold, 10^9/L.
 SEVERE_ANC = 0.5
+
+#: How much finer the grid of the second try of a failed course is.
+FINE_REFINE = 8
 
 #: Couplings the engine reads; ``anc`` only when a neutrophil model is a node.
 REQUIRED_COUPLINGS = ("cart_total", "tumour_burden", "il6_signal")
@@ -143,18 +146,24 @@ class Protocol:
             )
 
 
-def step_grid(schedule: InputSchedule, horizon: float, visits: Sequence[float]):
-    """Grid nodes from the schedule's start to ``horizon`` (see module doc)."""
+def step_grid(
+    schedule: InputSchedule,
+    horizon: float,
+    visits: Sequence[float],
+    refine: int = 1,
+):
+    """Grid nodes from the schedule's start to ``horizon`` (see module doc);
+    ``refine`` divides every step."""
     starts = [p.start_day for ps in schedule.pulses.values() for p in ps]
     first = min([0.0, *(d for d in starts if d < 0)])
     nodes = [
-        np.arange(schedule.t_start, first, LEAD_IN_STEP),
-        np.arange(first, 0.0, PRE_INFUSION_STEP),
+        np.arange(schedule.t_start, first, LEAD_IN_STEP / refine),
+        np.arange(first, 0.0, PRE_INFUSION_STEP / refine),
     ]
     start = 0.0
     for end, step in PHASES:
         stop = min(end, horizon)
-        nodes.append(np.arange(start, stop, step))
+        nodes.append(np.arange(start, stop, step / refine))
         start = stop
         if stop >= horizon:
             break
@@ -204,28 +213,62 @@ def _kernels(graph: ModelGraph, schedule: InputSchedule, t0s, hs) -> _Inputs:
     return out
 
 
-def _phi(z: Any, k: int) -> Any:
-    """phi_k(z) = sum_j z^j / (j + k)! (phi_0 = exp), safe near z = 0."""
-    small = jnp.abs(z) < 1.0
+def _phis(z: Any) -> tuple[Any, Any, Any]:
+    """phi_1, phi_2, phi_3 of ``z`` (phi_k(z) = sum_j z^j / (j + k)!).
+
+    Direct formulas where ``|z| >= 0.5``; below, the series to ``z^9`` (error
+    < 0.5^10 / 10! ~ 3e-10), evaluated by Horner's rule.
+    """
+    small = jnp.abs(z) < 0.5
     safe = jnp.where(small, 1.0, z)
-    direct = jnp.exp(safe)
-    for j in range(k):  # phi_(j+1) = (phi_j - 1/j!) / z
-        direct = (direct - 1.0 / math.factorial(j)) / safe
-    series = sum(z**j / math.factorial(j + k) for j in range(14))
-    return jnp.where(small, series, direct)
+    e = jnp.exp(safe)
+    direct1 = (e - 1.0) / safe
+    direct2 = (direct1 - 1.0) / safe
+    direct3 = (direct2 - 0.5) / safe
+    out = []
+    for k, direct in ((1, direct1), (2, direct2), (3, direct3)):
+        series = jnp.full_like(z, 1.0 / math.factorial(9 + k))
+        for j in range(8, -1, -1):
+            series = series * z + 1.0 / math.factorial(j + k)
+        out.append(jnp.where(small, series, direct))
+    return out[0], out[1], out[2]
+
+
+def _phi(z: Any, k: int) -> Any:
+    """phi_k(z) for k = 1, 2, 3 (see :func:`_phis`)."""
+    return _phis(z)[k - 1]
+
+
+def _stiff_states(graph: ModelGraph) -> np.ndarray:
+    # indices of the states whose model declares linear decay rates
+    index = [
+        np.arange(part.start, part.stop)
+        for model, part in zip(graph.models, graph._state_slices)
+        if hasattr(model, "linear_decay_rates")
+    ]
+    return np.concatenate(index) if index else np.zeros(0, dtype=int)
 
 
 def _decay_rates(graph: ModelGraph, params: list[dict], y: Any) -> Any:
-    parts = []
-    for model, p, part in zip(graph.models, params, graph._state_slices):
-        size = part.stop - part.start
-        rates = getattr(model, "linear_decay_rates", None)
-        parts.append(
-            jnp.zeros(size)
-            if rates is None
-            else jnp.reshape(rates(p, y[part]), (size,))
-        )
-    return jnp.concatenate(parts)
+    # the declared rates of the stiff states, in the order of _stiff_states
+    parts = [
+        jnp.reshape(model.linear_decay_rates(p, y[part]), (-1,))
+        for model, p, part in zip(graph.models, params, graph._state_slices)
+        if hasattr(model, "linear_decay_rates")
+    ]
+    return jnp.concatenate(parts) if parts else jnp.zeros(0)
+
+
+def _weights(lam: Any, h: Any, stiff: np.ndarray, size: int) -> tuple:
+    # E, E^(1/2), h/2 phi1(z/2), phi1, phi2, phi3 for every state: computed on
+    # the stiff states only; the others have lam = 0 (plain RK4 weights)
+    z = -lam * h
+    values = (jnp.exp(z), jnp.exp(z / 2), h / 2 * _phis(z / 2)[0], *_phis(z))
+    plain = (1.0, 1.0, h / 2, 1.0, 0.5, 1.0 / 6.0)
+    return tuple(
+        jnp.full(size, base).at[stiff].set(value)
+        for base, value in zip(plain, values)
+    )
 
 
 class Engine:
@@ -240,7 +283,9 @@ class Engine:
         Schedule template, horizon, drug policies and visit days.
     """
 
-    def __init__(self, graph: ModelGraph, protocol: Protocol) -> None:
+    def __init__(
+        self, graph: ModelGraph, protocol: Protocol, refine: int = 1
+    ) -> None:
         missing = [c for c in REQUIRED_COUPLINGS if c not in graph.coupling_names]
         if missing:
             raise ModelSpecificationError(
@@ -253,7 +298,11 @@ class Engine:
                     f"graph {graph.name} ({sorted(graph.exogenous)})"
                 )
         self.graph, self.protocol = graph, protocol
-        self.grid = step_grid(protocol.schedule, protocol.horizon_days, protocol.visits)
+        self.refine = refine
+        self.grid = step_grid(
+            protocol.schedule, protocol.horizon_days, protocol.visits, refine
+        )
+        self._finer: Engine | None = None
         t0s, hs = self.grid[:-1], np.diff(self.grid)
         self.inputs = _kernels(graph, protocol.schedule, t0s, hs)
         self.has_anc = "anc" in graph.coupling_names
@@ -292,6 +341,7 @@ class Engine:
         params = graph.model_params(vector)
         y0 = graph.initial_state(vector, covariates)
         il6_base = params[graph.models.index(self._cytokines())]["il6_base"]
+        stiff = _stiff_states(graph)
         visits = jnp.asarray(self.protocol.visits)
         doses = jnp.asarray([p.amount for p in self.protocol.policies])
 
@@ -299,7 +349,7 @@ class Engine:
             y, acc = carry
             t, h, kernels = xs
             drugs = [(acc["drug_day"][i], doses[i]) for i in range(len(doses))]
-            lam = _decay_rates(graph, params, y)
+            lam = jnp.zeros(y.shape).at[stiff].set(_decay_rates(graph, params, y))
 
             def exo(stage, time):
                 return self._exogenous(
@@ -309,10 +359,9 @@ class Engine:
             def n_of(stage, time, state):
                 return self._field(time, state, params, exo(stage, time)) + lam * state
 
-            z = -lam * h
-            e_full, e_half = jnp.exp(z), jnp.exp(z / 2)
-            half = h / 2 * _phi(z / 2, 1)
-            p1, p2, p3 = _phi(z, 1), _phi(z, 2), _phi(z, 3)
+            e_full, e_half, half, p1, p2, p3 = _weights(
+                lam[stiff], h, stiff, y.shape[0]
+            )
             n_y = n_of(0, t, y)
             a = e_half * y + half * n_y
             n_a = n_of(1, t + h / 2, a)
@@ -463,10 +512,31 @@ class Engine:
             out["anc_low"] = np.full(n, np.nan)
         out["ok"] = out.pop("finite") & np.isfinite(out["cmax"])
         out["adaptive"] = np.zeros(n, dtype=bool)
+        failed = np.flatnonzero(~out["ok"])
+        if fallback and failed.size and self.refine < FINE_REFINE:
+            self._retry_finer(failed, vectors, amounts, consts, covs, out)
+            failed = np.flatnonzero(~out["ok"])
         if fallback:
-            for i in np.flatnonzero(~out["ok"]):
+            for i in failed:
                 self._resolve(i, vectors[i], amounts, consts, covs, out)
         return out
+
+    def _retry_finer(self, failed, vectors, amounts, consts, covs, out) -> None:
+        # the failed courses again, together, on a grid FINE_REFINE x finer
+        if self._finer is None:
+            self._finer = Engine(self.graph, self.protocol, refine=FINE_REFINE)
+        size = max(8, 1 << int(failed.size - 1).bit_length())
+        pick = np.concatenate([failed, np.repeat(failed[:1], size - failed.size)])
+        again = self._finer.run(
+            vectors[pick],
+            dict(zip(self.inputs.names, (a[pick] for a in amounts))),
+            {k: v[pick] for k, v in consts.items()},
+            {k: v[pick] for k, v in covs.items()},
+            fallback=False,
+        )
+        for key, value in again.items():
+            if key != "adaptive":
+                out[key][failed] = value[: failed.size]
 
     # -- adaptive fallback -------------------------------------------------------
     def patient_schedule(self, amounts, consts, covs, i: int) -> InputSchedule:

@@ -4,9 +4,9 @@
 :mod:`cartwin.trial.runner`, or any object with its attributes ``trial``,
 ``outcomes``, ``endpoints``, ``validation``, ``population``, ``provenance``)
 into one HTML document that opens without network access: CSS is inline and
-plots are inline SVG drawn by matplotlib through
-:func:`cartwin.report.plots.figure_svg` (fixed hash salt, no date), so the same
-result gives the same bytes. Every text, arm names from the user's trial file
+plots are inline SVG drawn by matplotlib (:mod:`cartwin.trial._report_figures`)
+through :func:`cartwin.report.plots.figure_svg` (fixed hash salt, no date), so the
+same result gives the same bytes. Every text, arm names from the user's trial file
 included, goes through Jinja2 autoescaping (and matplotlib's XML escaping
 inside the SVG).
 
@@ -34,16 +34,23 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import matplotlib
 import numpy as np
 import pandas as pd
-from markupsafe import Markup
-from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
 
 from cartwin.errors import CartwinError
-from cartwin.report import plots
 from cartwin.report.html import fmt_number, fmt_scientific
+from cartwin.trial._report_figures import (
+    DAYS_PER_MONTH,
+    OBSERVED_LABEL,
+    as_dict,
+    number,
+    plot_arm_bars,
+    plot_forest,
+    plot_grades,
+    plot_kinetics,
+    plot_km,
+    plot_validation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +66,6 @@ ENDPOINT_LABELS = {
     "severe_neutropenia_gt14d": "ANC < 0.5 ×10⁹/L for > 14 days",
     "pfs": "Progression-free survival",
 }
-#: Days per month (365.25 / 12) for survival axes read in months.
-DAYS_PER_MONTH = 30.4375
 #: Quantiles of the kinetics box plots: whiskers 5-95 %, box 25-75 %.
 BOX_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 #: Statements true of every trial run by cartwin, shown under "Assumptions".
@@ -94,7 +99,6 @@ _SECTION_ERRORS = (
     KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError,
     CartwinError,
 )
-_OBSERVED_LABEL = "observed (published)"
 
 
 def render_trial_report(result: Any) -> str:
@@ -180,12 +184,12 @@ class _TrialData:
         self.trial = getattr(result, "trial", None)
         outcomes = getattr(result, "outcomes", None)
         self.outcomes = outcomes if isinstance(outcomes, pd.DataFrame) else None
-        self.endpoints = _as_dict(getattr(result, "endpoints", None))
+        self.endpoints = as_dict(getattr(result, "endpoints", None))
         validation = getattr(result, "validation", None)
         self.validation = [r for r in validation or () if isinstance(r, Mapping)]
-        self.population = _as_dict(getattr(result, "population", None))
-        self.provenance = _as_dict(getattr(result, "provenance", None))
-        self.alpha = _number(getattr(self.trial, "alpha", None)) or 0.05
+        self.population = as_dict(getattr(result, "population", None))
+        self.provenance = as_dict(getattr(result, "provenance", None))
+        self.alpha = number(getattr(self.trial, "alpha", None)) or 0.05
         self.name = str(getattr(self.trial, "name", "") or "unnamed trial")
         # Split the (possibly million-row) table once; sections reuse the parts.
         self.rows_of = _split_arms(self.outcomes)
@@ -199,7 +203,7 @@ class _TrialData:
 
     @property
     def arm_results(self) -> dict[str, dict]:
-        return _as_dict(self.endpoints.get("arms"))
+        return as_dict(self.endpoints.get("arms"))
 
     def _list_arms(self) -> list[Any]:
         arms = list(getattr(self.trial, "arms", None) or ())
@@ -220,7 +224,7 @@ class _TrialData:
                    None)
         if getattr(arm, "observed", None):
             return True
-        return bool(_as_dict(self.arm_results.get(name)).get("observed"))
+        return bool(as_dict(self.arm_results.get(name)).get("observed"))
 
     def simulated_names(self) -> list[str]:
         return [n for n in self.arm_names() if not self.is_observed(n)]
@@ -265,33 +269,20 @@ class _NamedArm:
         self.name = name
 
 
-def _as_dict(value: Any) -> Mapping:
-    """``value`` if it is a mapping (dict, read-only mapping), else ``{}``."""
-    return value if isinstance(value, Mapping) else {}
-
-
-def _number(value: Any) -> float | None:
-    """A finite float, or ``None`` (bools, text, NaN and infinities too)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 # -- formatting -----------------------------------------------------------------
 def fmt_percent(value: Any) -> str:
     """A proportion as a percentage with one decimal: ``0.58`` -> ``58.0%``."""
-    value = _number(value)
+    value = number(value)
     return "–" if value is None else f"{value * 100:.1f}%"
 
 
 def fmt_proportion(result: Any) -> str:
     """``58.0% (48.2–67.3%)`` from an endpoint dict, or ``not available: ...``."""
-    result = _as_dict(result)
-    estimate = _number(result.get("estimate"))
+    result = as_dict(result)
+    estimate = number(result.get("estimate"))
     if estimate is None:
         return f"not available: {_reason(result)}"
-    low, high = _number(result.get("low")), _number(result.get("high"))
+    low, high = number(result.get("low")), number(result.get("high"))
     text = fmt_percent(estimate)
     if low is not None and high is not None:
         text += f" ({low * 100:.1f}–{high * 100:.1f}%)"
@@ -316,30 +307,6 @@ def _endpoint_order(names: Sequence[str]) -> list[str]:
     return known + sorted(n for n in set(names) if n not in ENDPOINT_LABELS)
 
 
-def _tex(text: Any) -> str:
-    """Text from the user safe for matplotlib: ``$`` never starts mathtext."""
-    return str(text).replace("$", r"\$")
-
-
-def _colours(names: Sequence[str]) -> dict[str, Any]:
-    cycle = matplotlib.colormaps["tab10"].colors
-    return {name: cycle[i % len(cycle)] for i, name in enumerate(names)}
-
-
-def _svg(fig: Figure, prefix: str, alt: str) -> Markup:
-    return Markup(plots.figure_svg(fig, prefix, alt))
-
-
-def _figure(rows: int, cols: int, size: tuple[float, float], **kwargs):
-    """A figure and its axes in the twin report's style (call inside ``_style``)."""
-    fig = Figure(figsize=size, layout="constrained")
-    return fig, fig.subplots(rows, cols, squeeze=False, **kwargs)
-
-
-def _style():
-    return matplotlib.rc_context(plots._RC)
-
-
 # -- header -----------------------------------------------------------------------
 #: Plain names of further provenance keys (the runner's, cartwin.trial.runner).
 PROVENANCE_LABELS = {
@@ -360,7 +327,7 @@ def _header(data: _TrialData) -> dict[str, Any]:
     digest = prov.get("trial_digest") or prov.get("digest")
     if digest is None and callable(getattr(trial, "digest", None)):
         digest = trial.digest()
-    elapsed = _number(prov.get("elapsed_s", prov.get("elapsed_seconds")))
+    elapsed = number(prov.get("elapsed_s", prov.get("elapsed_seconds")))
     rows = [
         ("Disease", getattr(trial, "disease", None) or "–"),
         ("Reference arm", getattr(trial, "reference_arm", None) or "–"),
@@ -398,7 +365,7 @@ def _plain(value: Any) -> str:
 
 
 def _with_unit(value: Any, unit: str) -> str:
-    return "–" if _number(value) is None else f"{fmt_number(value)} {unit}"
+    return "–" if number(value) is None else f"{fmt_number(value)} {unit}"
 
 
 def fmt_text(value: Any) -> str:
@@ -411,7 +378,7 @@ def fmt_text(value: Any) -> str:
 def _arm_row(data: _TrialData, arm: Any) -> dict[str, str]:
     name = str(getattr(arm, "name", ""))
     observed = getattr(arm, "observed", None) or None
-    row = {"name": name, "kind": _OBSERVED_LABEL if data.is_observed(name)
+    row = {"name": name, "kind": OBSERVED_LABEL if data.is_observed(name)
            else "simulated", **_counts(data, name, observed)}
     if observed is not None or data.is_observed(name):
         return {**row, **dict.fromkeys(
@@ -434,7 +401,7 @@ def _counts(data: _TrialData, name: str, observed: dict | None) -> dict[str, str
     """N simulated, eligible, solve failures, analysed (from the outcome table)."""
     rows = data.rows_of.get(name)
     if observed is not None or rows is None:
-        n = _as_dict(observed).get("n", _as_dict(data.arm_results.get(name)).get("n"))
+        n = as_dict(observed).get("n", as_dict(data.arm_results.get(name)).get("n"))
         return {"n": fmt_text(n), "eligible": "–", "failed": "–",
                 "analysed": fmt_text(n)}
     eligible = rows["eligible"].astype(bool) if "eligible" in rows else None
@@ -448,10 +415,10 @@ def _counts(data: _TrialData, name: str, observed: dict | None) -> dict[str, str
 
 
 def _dose(arm: Any) -> str:
-    per_kg = _number(getattr(arm, "dose_cells_per_kg", None))
+    per_kg = number(getattr(arm, "dose_cells_per_kg", None))
     if per_kg is not None:
         return f"{fmt_scientific(per_kg)} cells/kg"
-    total = _number(getattr(arm, "dose_cells", None))
+    total = number(getattr(arm, "dose_cells", None))
     return "–" if total is None else f"{fmt_scientific(total)} cells"
 
 
@@ -484,7 +451,7 @@ def _policy(policy: Any, drug: str) -> str:
     grade = getattr(policy, "at_crs_grade", None)
     if policy is None or not grade:
         return "never"
-    doses = _number(getattr(policy, "doses", None))
+    doses = number(getattr(policy, "doses", None))
     if drug == "steroids":
         amount = "" if doses is None else f"dexamethasone {doses * 10:g} mg "
         return f"{amount}at CRS grade ≥{grade}"
@@ -522,102 +489,52 @@ def _comparison(data: _TrialData) -> dict[str, Any]:
            f"{data.ci} error bars; observed arms hatched.")
     notes = [f"{a}, {_endpoint_label(e)}: {result['note']}" for a in arms
              for e in endpoints
-             if (result := _as_dict(_as_dict(data.arm_results.get(a)).get(e)))
+             if (result := as_dict(as_dict(data.arm_results.get(a)).get(e)))
              .get("note") and result.get("estimate") is not None]
+    labels = [_endpoint_label(e) for e in endpoints]
     return {"arms": [{"name": a, "observed": data.is_observed(a)} for a in arms],
             "rows": rows, "ci": data.ci, "notes": notes,
-            "plot": _plot_bars(data, endpoints, arms, alt)}
+            "plot": plot_arm_bars(data, endpoints, arms, labels, alt=alt)}
 
 
 def _cell(data: _TrialData, arm: str, endpoint: str) -> str:
-    result = _as_dict(data.arm_results.get(arm)).get(endpoint)
+    result = as_dict(data.arm_results.get(arm)).get(endpoint)
     if not isinstance(result, Mapping):
         if data.is_observed(arm):
             return "not reported"
         return "not available: not computed"
     text = fmt_proportion(result)
-    events, n = _number(result.get("events")), _number(result.get("n"))
-    if _number(result.get("estimate")) is not None and events is not None and n:
+    events, n = number(result.get("events")), number(result.get("n"))
+    if number(result.get("estimate")) is not None and events is not None and n:
         text += f"; {events:.0f}/{n:.0f}"
     return text
 
 
-def _estimate(data: _TrialData, arm: str, endpoint: str) -> float | None:
-    return _number(_as_dict(_as_dict(data.arm_results.get(arm)).get(endpoint))
-                   .get("estimate"))
-
-
-def _plot_bars(data: _TrialData, endpoints: list[str], arms: list[str],
-               alt: str) -> Markup:
-    """Grouped bars; arms without any estimate get no slot, empty groups a note."""
-    arms = [a for a in arms if any(_estimate(data, a, e) is not None
-                                   for e in endpoints)]
-    colours, width = _colours(data.arm_names()), 0.8 / max(len(arms), 1)
-    with _style():
-        fig, axes = _figure(1, 1, (7.2, 3.6))
-        ax = axes[0, 0]
-        for index, arm in enumerate(arms):
-            _draw_arm_bars(ax, data, arm, endpoints, index * width - 0.4 + width / 2,
-                           width, colours[arm])
-        for index, endpoint in enumerate(endpoints):
-            if all(_estimate(data, a, endpoint) is None for a in arms):
-                ax.text(index, 2, "not available", ha="center", va="bottom",
-                        rotation=90, color="gray", fontsize=7)
-        ax.set_xticks(range(len(endpoints)),
-                      [_endpoint_label(e).replace(" (", "\n(") for e in endpoints],
-                      rotation=30, ha="right")
-        ax.set_xlim(-0.6, len(endpoints) - 0.4)
-        ax.set_ylim(0, 100)
-        ax.set_ylabel(f"patients (%), bars: {data.ci}")
-        plots._figure_legend(fig, [ax], ncols=3)
-    return _svg(fig, "arms", alt)
-
-
-def _draw_arm_bars(ax, data: _TrialData, arm: str, endpoints: list[str],
-                   shift: float, width: float, colour) -> None:
-    results = _as_dict(data.arm_results.get(arm))
-    points = [(i, _as_dict(results.get(e))) for i, e in enumerate(endpoints)]
-    points = [(i, r) for i, r in points if _number(r.get("estimate")) is not None]
-    if not points:
-        return
-    x = np.array([i for i, _ in points]) + shift
-    y = np.array([r["estimate"] for _, r in points], dtype=float) * 100
-    low = np.array([_number(r.get("low")) or np.nan for _, r in points]) * 100
-    high = np.array([_number(r.get("high")) or np.nan for _, r in points]) * 100
-    observed = data.is_observed(arm)
-    label = _tex(f"{arm} — {_OBSERVED_LABEL}" if observed else arm)
-    ax.bar(x, y, width * 0.95, color=colour, alpha=0.45 if observed else 0.85,
-           hatch="//" if observed else None, edgecolor="0.2", lw=0.5, label=label)
-    errors = np.array([np.clip(y - low, 0, None), np.clip(high - y, 0, None)])
-    ax.errorbar(x, y, yerr=np.nan_to_num(errors), fmt="none", ecolor="black",
-                elinewidth=0.8, capsize=2)
-
-
 # -- survival -----------------------------------------------------------------------
 def _survival(data: _TrialData) -> dict[str, Any]:
-    curves = _as_dict(data.endpoints.get("km"))
+    curves = as_dict(data.endpoints.get("km"))
     arms = [n for n in data.arm_names() if isinstance(curves.get(n), Mapping)]
     rows = [_pfs_row(data, arm) for arm in data.arm_names()
-            if isinstance(_as_dict(data.arm_results.get(arm)).get("pfs"), Mapping)]
+            if isinstance(as_dict(data.arm_results.get(arm)).get("pfs"), Mapping)]
     if not arms and not rows:
         raise _Unavailable("the result holds no progression-free survival")
-    horizon = _number(getattr(data.trial, "horizon_days", None)) or _km_end(curves)
+    horizon = number(getattr(data.trial, "horizon_days", None)) or _km_end(curves)
     ticks = _risk_ticks(horizon)
     at_risk = [_at_risk(data, arm, ticks) for arm in arms]
     alt = (f"Kaplan-Meier curves of progression-free survival in {len(arms)} arms "
            f"with {data.ci} bands, medians marked, numbers at risk below.")
-    plot = _plot_km(data, arms, curves, ticks, at_risk, alt) if arms else None
+    plot = plot_km(data, arms, curves, ticks, at_risk, alt=alt) if arms else None
     return {"plot": plot, "rows": rows, "ci": data.ci,
             "risk_ticks": [f"{t / DAYS_PER_MONTH:.0f}" for t in ticks],
             "at_risk": [r for r in at_risk if r["counts"]]}
 
 
 def _pfs_row(data: _TrialData, arm: str) -> dict[str, str]:
-    pfs = _as_dict(data.arm_results[arm]["pfs"])
+    pfs = as_dict(data.arm_results[arm]["pfs"])
     if pfs.get("available") is False:
         return {"arm": arm, "median": f"not available: {_reason(pfs)}",
                 "note": "", **dict.fromkeys(("interval", "m6", "m12", "events"), "–")}
-    median, low, high = (_number(pfs.get(k)) for k in ("median_days", "low", "high"))
+    median, low, high = (number(pfs.get(k)) for k in ("median_days", "low", "high"))
     return {
         "arm": arm, "note": str(pfs.get("note") or ""),
         "median": _months(median) if median is not None else "not reached",
@@ -637,7 +554,7 @@ def _months(days: float | None, *, unit: bool = True) -> str:
 
 
 def _km_end(curves: dict) -> float:
-    ends = [max(_as_dict(c).get("t_days") or [0.0]) for c in curves.values()]
+    ends = [max(as_dict(c).get("t_days") or [0.0]) for c in curves.values()]
     return float(max(ends, default=0.0)) or 365.0
 
 
@@ -663,69 +580,6 @@ def _at_risk(data: _TrialData, arm: str, ticks: list[float]) -> dict[str, Any]:
     return {"arm": arm, "counts": counts}
 
 
-def _km_arrays(curve: dict) -> tuple[np.ndarray, ...] | None:
-    arrays = [np.asarray(curve.get(k) or [], dtype=float)
-              for k in ("t_days", "survival", "low", "high")]
-    if not arrays[0].size or any(a.shape != arrays[0].shape for a in arrays[:2]):
-        return None
-    if any(a.shape != arrays[0].shape for a in arrays[2:]):
-        arrays[2:] = [np.full(arrays[0].shape, np.nan)] * 2
-    return tuple(arrays)
-
-
-def _plot_km(data: _TrialData, arms: list[str], curves: dict, ticks: list[float],
-             at_risk: list[dict], alt: str) -> Markup:
-    colours = _colours(data.arm_names())
-    with _style():
-        fig, axes = _figure(2, 1, (7.2, 3.6 + 0.2 * len(arms)),
-                            gridspec_kw={"height_ratios": [3.2, 0.3 + 0.2 * len(arms)]})
-        ax, table = axes[0, 0], axes[1, 0]
-        for arm in arms:
-            _draw_km(ax, data, arm, _km_arrays(curves[arm]), colours[arm])
-        ax.axhline(0.5, color="0.5", ls=":", lw=0.8)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlim(0, ticks[-1] / DAYS_PER_MONTH if ticks else None)
-        ax.set_xticks([t / DAYS_PER_MONTH for t in ticks])
-        ax.set_xlabel("months since CAR T infusion")
-        ax.set_ylabel("progression-free (fraction)")
-        plots._legend(ax, loc="upper right")
-        _draw_at_risk(table, ax, at_risk, ticks, colours)
-    return _svg(fig, "km", alt)
-
-
-def _draw_km(ax, data: _TrialData, arm: str, arrays, colour) -> None:
-    if arrays is None:
-        return
-    t, survival, low, high = arrays
-    months = t / DAYS_PER_MONTH
-    if np.isfinite(low).any() and np.isfinite(high).any():
-        ax.fill_between(months, low, high, step="post", color=colour, alpha=0.18, lw=0)
-    ax.step(months, survival, where="post", color=colour, lw=1.5, label=_tex(arm))
-    pfs = _as_dict(_as_dict(data.arm_results.get(arm)).get("pfs"))
-    median = _number(pfs.get("median_days"))
-    if median is not None:
-        x = median / DAYS_PER_MONTH
-        ax.plot([x, x], [0, 0.5], color=colour, ls="--", lw=0.8)
-        ax.plot([x], [0.5], "o", color=colour, ms=4)
-
-
-def _draw_at_risk(ax, plot_ax, at_risk: list[dict], ticks: list[float],
-                  colours: dict) -> None:
-    """Numbers at risk as text under the curves, one line per arm."""
-    ax.set_xlim(plot_ax.get_xlim())
-    ax.set_ylim(-0.5, max(len(at_risk), 1) - 0.5)
-    ax.axis("off")
-    ax.set_title("number at risk", loc="left", fontsize=7, pad=2)
-    for row, item in enumerate(at_risk):
-        y = len(at_risk) - 1 - row
-        if item["counts"]:
-            ax.text(-0.03, y, _tex(item["arm"]), ha="right", va="center", fontsize=7,
-                    color=colours[item["arm"]], transform=ax.get_yaxis_transform())
-        for tick, count in zip(ticks, item["counts"]):
-            ax.text(tick / DAYS_PER_MONTH, y, f"{count}", ha="center", va="center",
-                    fontsize=7, color=colours[item["arm"]])
-
-
 # -- forest plot ----------------------------------------------------------------------
 def _forest(data: _TrialData) -> dict[str, Any]:
     comparisons = [c for c in data.endpoints.get("comparisons") or ()
@@ -738,22 +592,28 @@ def _forest(data: _TrialData) -> dict[str, Any]:
     ratios = [c for c in comparisons if c.get("measure") == "hazard ratio"]
     alt = (f"Forest plot: {len(differences)} risk differences and {len(ratios)} "
            f"hazard ratios against the reference arm with {data.ci}.")
-    plotted = [c for c in comparisons if _number(c.get("estimate")) is not None]
-    return {"rows": rows, "ci": data.ci,
-            "plot": _plot_forest(differences, ratios, data.ci, alt) if plotted
-            else None}
+    plotted = [c for c in comparisons if number(c.get("estimate")) is not None]
+    plot = plot_forest(differences, ratios, row_label=_forest_label, ci=data.ci,
+                       alt=alt) if plotted else None
+    return {"rows": rows, "ci": data.ci, "plot": plot}
+
+
+def _forest_label(item: Mapping) -> str:
+    """Forest plot row: the endpoint, then ``arm vs reference``."""
+    return (f"{_endpoint_label(str(item.get('endpoint', '')))}\n"
+            f"{fmt_text(item.get('arm'))} vs {fmt_text(item.get('reference'))}")
 
 
 def _comparison_row(item: dict) -> dict[str, str]:
     ratio = item.get("measure") == "hazard ratio"
-    values = [_number(item.get(k)) for k in ("estimate", "low", "high")]
+    values = [number(item.get(k)) for k in ("estimate", "low", "high")]
 
     def show(value: float | None) -> str:
         if value is None:
             return "–"
         return f"{value:.2f}" if ratio else f"{value * 100:+.1f}"
 
-    p_value = _number(item.get("p_value"))
+    p_value = number(item.get("p_value"))
     return {
         "endpoint": _endpoint_label(str(item.get("endpoint", ""))),
         "arm": fmt_text(item.get("arm")), "reference": fmt_text(item.get("reference")),
@@ -766,58 +626,6 @@ def _comparison_row(item: dict) -> dict[str, str]:
                                                 else f"{p_value:.3f}"),
         "note": str(item.get("note") or "") if values[0] is not None else "",
     }
-
-
-def _plot_forest(differences: list[dict], ratios: list[dict], ci: str,
-                 alt: str) -> Markup | None:
-    panels = [(rows, ratio) for rows, ratio in ((differences, False), (ratios, True))
-              if rows]
-    heights = [len(rows) + 1.5 for rows, _ in panels]
-    with _style():
-        fig, axes = _figure(len(panels), 1, (7.2, 0.4 * sum(heights) + 0.4),
-                            gridspec_kw={"height_ratios": heights})
-        for ax, (rows, ratio) in zip(axes[:, 0], panels):
-            _draw_forest(ax, rows, ratio, ci)
-    return _svg(fig, "forest", alt)
-
-
-def _draw_forest(ax, rows: list[dict], ratio: bool, ci: str) -> None:
-    scale = 1.0 if ratio else 100.0
-    labels = []
-    for y, item in enumerate(rows):
-        labels.append(_tex(f"{_endpoint_label(str(item.get('endpoint', '')))}\n"
-                           f"{fmt_text(item.get('arm'))} vs "
-                           f"{fmt_text(item.get('reference'))}"))
-        estimate, low, high = (_number(item.get(k))
-                               for k in ("estimate", "low", "high"))
-        if estimate is None or (ratio and estimate <= 0):
-            ax.text(0.02, y, "not available", va="center", color="gray", fontsize=7,
-                    transform=ax.get_yaxis_transform())
-            continue
-        if low is not None and high is not None and (not ratio or low > 0):
-            ax.plot([low * scale, high * scale], [y, y], color="black", lw=1.2)
-        ax.plot([estimate * scale], [y], "s", color="tab:blue", ms=5)
-    ax.axvline(1.0 if ratio else 0.0, color="tab:red", ls="--", lw=0.9)
-    ax.set_yticks(range(len(rows)), labels)
-    ax.set_ylim(len(rows) - 0.5, -0.5)
-    if ratio:
-        _log_ratio_axis(ax)
-        ax.set_xlabel(f"hazard ratio (log scale), {ci}")
-    else:
-        ax.set_xlabel(f"arm minus reference (percentage points), {ci}")
-
-
-def _log_ratio_axis(ax) -> None:
-    """Log x axis with plain ratio ticks (0.5, 1, 2), always showing 1."""
-    low, high = ax.get_xlim()
-    low, high = min(low, 0.9), max(high, 1.1)
-    ax.set_xscale("log")
-    ax.set_xlim(low, high)
-    ticks = [t for t in (0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 4.0, 10.0)
-             if low <= t <= high]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_locator(NullLocator())
 
 
 # -- validation -----------------------------------------------------------------------
@@ -850,9 +658,11 @@ def _validation(data: _TrialData) -> dict[str, Any]:
     cohorts = sorted({str(r.get("cohort", "")) for r in data.validation})
     alt = (f"Simulated against published proportions for {len(shown)} endpoints of "
            f"{', '.join(cohorts)}, with intervals; calibration targets marked.")
+    plot = plot_validation(shown, [_validation_label(r.get("endpoint")) for r in shown],
+                           [_is_calibration(r) for r in shown],
+                           alt=alt) if shown else None
     return {"rows": rows, "cohorts": ", ".join(cohorts),
-            "calibrated": any(r["calibration"] for r in rows),
-            "plot": _plot_validation(shown, alt) if shown else None}
+            "calibrated": any(r["calibration"] for r in rows), "plot": plot}
 
 
 def _validation_row(row: dict) -> dict[str, Any]:
@@ -878,42 +688,9 @@ def _proportion_text(row: dict, prefix: str) -> str:
 def _value_text(row: dict, prefix: str) -> str:
     value = fmt_text(row.get(prefix))
     low, high = row.get(f"{prefix}_low"), row.get(f"{prefix}_high")
-    if _number(low) is None and _number(high) is None:
+    if number(low) is None and number(high) is None:
         return value
     return f"{value} ({fmt_text(low)}–{fmt_text(high)})"
-
-
-def _plot_validation(rows: list[dict], alt: str) -> Markup:
-    with _style():
-        fig, axes = _figure(1, 1, (7.2, 0.4 * len(rows) + 1.3))
-        ax = axes[0, 0]
-        styles = (("published", -0.15, "s", "black", "published"),
-                  ("simulated", 0.15, "o", "tab:blue", "simulated"))
-        for key, shift, marker, colour, label in styles:
-            for y, row in enumerate(rows):
-                _draw_interval(ax, row, key, y + shift, marker, colour,
-                               label if y == 0 else None)
-        labels = [_validation_label(r.get("endpoint"))
-                  + (" (calibration target)" if _is_calibration(r) else "")
-                  for r in rows]
-        ax.set_yticks(range(len(rows)), [_tex(label) for label in labels])
-        ax.set_ylim(len(rows) - 0.5, -0.5)
-        ax.set_xlim(0, 100)
-        ax.set_xlabel("patients (%), with intervals")
-        plots._legend(ax, loc="lower right")
-    return _svg(fig, "validation", alt)
-
-
-def _draw_interval(ax, row: dict, key: str, y: float, marker: str, colour,
-                   label: str | None) -> None:
-    value = _number(row.get(key))
-    low, high = _number(row.get(f"{key}_low")), _number(row.get(f"{key}_high"))
-    if low is not None and high is not None:
-        ax.plot([low * 100, high * 100], [y, y], color=colour, lw=1.2)
-    if value is not None:
-        open_marker = _is_calibration(row) and key == "simulated"
-        ax.plot([value * 100], [y], marker, color=colour, ms=5, label=label,
-                mfc="white" if open_marker else colour)
 
 
 # -- kinetics and grades --------------------------------------------------------------
@@ -976,7 +753,7 @@ def _kinetics(data: _TrialData) -> dict[str, Any]:
     alt = ("Box plots of Cmax (log axis) and Tmax per simulated arm: boxes 25–75 %, "
            "line median, whiskers 5–95 %.")
     return {"rows": rows, "columns": [f"{t} ({u})" for _, t, u, _ in KINETICS_COLUMNS],
-            "plot": _plot_kinetics(arms, stats, alt)}
+            "plot": plot_kinetics(arms, stats, KINETICS_COLUMNS[:2], alt=alt)}
 
 
 def _box_stats(values: np.ndarray, weights: np.ndarray) -> dict | None:
@@ -992,29 +769,6 @@ def _quartile_text(stat: dict | None) -> str:
         return "no data"
     return (f"{fmt_number(stat['med'])} ({fmt_number(stat['q1'])}–"
             f"{fmt_number(stat['q3'])}); n = {stat['n']}")
-
-
-def _plot_kinetics(arms: list[str], stats: dict, alt: str) -> Markup:
-    with _style():
-        fig, axes = _figure(1, 2, (7.2, 2.2 + 0.3 * len(arms)))
-        for ax, (column, title, unit, log) in zip(axes[0], KINETICS_COLUMNS[:2]):
-            present = [(i, stats[arm, column]) for i, arm in enumerate(arms)
-                       if stats[arm, column] is not None]
-            if present:
-                ax.bxp([s for _, s in present], positions=[i for i, _ in present],
-                       orientation="horizontal", showfliers=False, widths=0.5)
-            for i, arm in enumerate(arms):
-                if stats[arm, column] is None:
-                    ax.text(0.02, i, "no data", va="center", color="gray",
-                            transform=ax.get_yaxis_transform())
-            ax.set_yticks(range(len(arms)), [_tex(a) for a in arms])
-            ax.set_ylim(len(arms) - 0.5, -0.5)
-            if log and present:
-                ax.set_xscale("log")
-            ax.set_title(title, loc="left")
-            ax.set_xlabel(unit)
-        axes[0, 1].tick_params(labelleft=False)
-    return _svg(fig, "kinetics", alt)
 
 
 def _grade_shares(data: _TrialData, arm: str, column: str) -> np.ndarray | None:
@@ -1036,32 +790,7 @@ def _grades(data: _TrialData) -> dict[str, Any]:
          if shares[arm, kind] is not None else ["no data"] * 5} for arm in arms]}
         for kind in ("crs", "icans")]
     alt = "Stacked bars of the CRS and ICANS grade (0 to 4) distribution per arm."
-    return {"tables": tables, "plot": _plot_grades(arms, shares, alt)}
-
-
-def _plot_grades(arms: list[str], shares: dict, alt: str) -> Markup:
-    colours = matplotlib.colormaps["YlOrRd"](np.linspace(0.08, 0.95, 5))
-    with _style():
-        fig, axes = _figure(1, 2, (7.2, 2.2 + 0.3 * len(arms)), sharey=True)
-        for ax, kind in zip(axes[0], ("crs", "icans")):
-            left = np.zeros(len(arms))
-            for grade in range(5):
-                width = np.array([100 * (shares[a, kind][grade]
-                                         if shares[a, kind] is not None else 0.0)
-                                  for a in arms])
-                ax.barh(range(len(arms)), width, left=left, color=colours[grade],
-                        edgecolor="0.3", lw=0.4, label=f"grade {grade}")
-                left += width
-            for i, arm in enumerate(arms):
-                if shares[arm, kind] is None:
-                    ax.text(2, i, "no data", va="center", color="gray")
-            ax.set_yticks(range(len(arms)), [_tex(a) for a in arms])
-            ax.set_ylim(len(arms) - 0.5, -0.5)
-            ax.set_xlim(0, 100)
-            ax.set_title(f"{kind.upper()} grade (ASTCT 2019)", loc="left")
-            ax.set_xlabel("patients (%)")
-        plots._figure_legend(fig, axes[0, :1], ncols=5)
-    return _svg(fig, "grades", alt)
+    return {"tables": tables, "plot": plot_grades(arms, shares, alt=alt)}
 
 
 # -- population and sample size -------------------------------------------------------
@@ -1091,7 +820,7 @@ def _population(data: _TrialData) -> dict[str, Any]:
     facts = [(POPULATION_LABELS.get(k, k.replace("_", " ")), _summary_text(k, v))
              for k, v in sorted(summary.items())
              if k not in _TARGET_KEYS and _is_flat(v)]
-    columns = {k: _as_dict(summary[k]) for k in _TARGET_KEYS if k in summary}
+    columns = {k: as_dict(summary[k]) for k in _TARGET_KEYS if k in summary}
     rows = [{"name": _endpoint_label(str(name)),
              "values": [_summary_text(name, columns[k].get(name)) for k in columns]}
             for name in _endpoint_order([n for c in columns.values() for n in c])]
@@ -1115,7 +844,7 @@ def _summary_text(key: Any, value: Any) -> str:
     if isinstance(value, Mapping):
         value = value.get("estimate", value.get("value", value))
     if str(key) in ("acceptance_rate", "acceptance") or (
-            str(key) in ENDPOINT_LABELS and _number(value) is not None):
+            str(key) in ENDPOINT_LABELS and number(value) is not None):
         return fmt_percent(value)
     return _listed(value)
 
@@ -1128,26 +857,26 @@ def _sample_size(data: _TrialData) -> dict[str, Any]:
     power = getattr(data.trial, "power", None)
     return {"rows": [_sample_row(s) for s in items],
             "design": f"two-sided alpha {fmt_text(data.alpha)}, power "
-                      f"{power * 100:g}%" if _number(power) else
+                      f"{power * 100:g}%" if number(power) else
                       f"two-sided alpha {fmt_text(data.alpha)}"}
 
 
 def _sample_row(item: dict) -> dict[str, str]:
     endpoint = str(item.get("endpoint", ""))
-    effect = _number(item.get("effect"))
+    effect = number(item.get("effect"))
     if effect is None:
         effect_text = "–"
     elif endpoint == "pfs":
         effect_text = f"hazard ratio {effect:.2f}"
     else:
         effect_text = f"{effect * 100:+.1f} percentage points"
-    per_arm = _number(item.get("per_arm"))
+    per_arm = number(item.get("per_arm"))
     return {
         "endpoint": _endpoint_label(endpoint), "arm": str(item.get("arm", "")),
         "reference": str(item.get("reference", "")), "effect": effect_text,
         "per_arm": fmt_number(math.ceil(per_arm)) if per_arm is not None
         else f"not estimable: {_reason(item)}",
-        "events": "–" if _number(item.get("events")) is None
+        "events": "–" if number(item.get("events")) is None
         else fmt_number(math.ceil(item["events"])),
         "method": str(item.get("method") or "–"),
         "note": str(item.get("note") or "") if per_arm is not None else "",
