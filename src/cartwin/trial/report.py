@@ -633,7 +633,10 @@ def _comparison_row(item: dict) -> dict[str, str]:
 #: (the rule of :func:`cartwin.trial.validation.summary_counts`).
 CALIBRATION_MARKERS = ("calibration target", "by construction")
 #: Names of validation endpoints that are not trial endpoints.
-VALIDATION_LABELS = {"pfs_median_days": "Median PFS (days)"}
+VALIDATION_LABELS = {
+    "pfs_median_days": "Median PFS (days)",
+    "pfs_at_median": "Progression-free at 6 months (published median 5.9 mo)",
+}
 
 
 def _is_calibration(row: Mapping) -> bool:
