@@ -182,7 +182,8 @@ def _graph(outputs: dict) -> dict[str, Any]:
 
 
 @functools.cache
-def _template() -> jinja2.Template:
+def report_template(name: str) -> jinja2.Template:
+    """A template of ``cartwin/report/templates`` (autoescaped, strict)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("cartwin.report", "templates"),
         autoescape=True,
@@ -190,7 +191,11 @@ def _template() -> jinja2.Template:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template("report.html")
+    return env.get_template(name)
+
+
+def _template() -> jinja2.Template:
+    return report_template("report.html")
 
 
 def _section(builder: Callable[..., dict], *args: Any) -> dict[str, Any]:

@@ -25,7 +25,6 @@ missing or malformed says "not available" and why; the rest is still shown.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -146,16 +145,10 @@ def build_trial_context(result: Any) -> dict[str, Any]:
     }
 
 
-@functools.cache
 def _template() -> jinja2.Template:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("cartwin.report", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return env.get_template("trial.html")
+    from cartwin.report.html import report_template
+
+    return report_template("trial.html")
 
 
 def _section(builder: Callable[..., dict], *args: Any) -> dict[str, Any]:
