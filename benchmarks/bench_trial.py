@@ -12,10 +12,10 @@ schedule, tocilizumab policy at CRS grade 2, per-patient summaries only:
     ``--adaptive-sample`` patients, extrapolated: what a user of cartwin's
     twin API would run otherwise.
 
-Peak resident memory of this process and of each worker is reported.
-libroadrunner is not compared: cartwin has no SBML export of its own graph
-(the SBML module imports models; it does not write them), so there is no
-"same SBML" to loop over. Run ``.venv/bin/python benchmarks/bench_trial.py``.
+Peak resident memory of this process and of each worker is reported. The
+libroadrunner loop over the same graph exported as SBML
+(:mod:`cartwin.graph.sbml_export`) is ``bench_roadrunner_loop.py``. Run
+``.venv/bin/python benchmarks/bench_trial.py``.
 """
 
 from __future__ import annotations

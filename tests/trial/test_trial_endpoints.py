@@ -291,3 +291,12 @@ def test_bad_tables_raise_data_error():
         compute_endpoints(frame.drop(columns="solve_ok"), _trial(_arm("a")))
     with pytest.raises(DataError, match="not simulated arms"):
         compute_endpoints(frame, _trial(_arm("c")))
+
+
+def test_sample_sizes_beyond_practical_are_stated_not_printed():
+    from cartwin.trial.endpoints import PRACTICAL_PER_ARM, _practical
+
+    tiny = _practical({"per_arm": 2_488_880_269, "events": None, "note": None})
+    assert tiny["per_arm"] is None and "too small for a practical trial" in tiny["note"]
+    edge = _practical({"per_arm": PRACTICAL_PER_ARM, "events": None, "note": None})
+    assert edge["per_arm"] == PRACTICAL_PER_ARM and edge["note"] is None

@@ -374,7 +374,7 @@ def test_kinetics_and_grade_distributions(context):
 def test_population_sample_size_and_assumptions(page):
     text = text_of(page)
     assert "Effective sample size 812" in text and "Acceptance rate 41.2%" in text
-    assert "Re-weighted parameters log_kexp; log_tumour0" in text
+    assert "Parameters whose prior means were shifted log_kexp; log_tumour0" in text
     assert "Target Before calibration Achieved" in text
     assert "CRS grade ≥3 13.0% 20.0% 12.8%" in text
     assert "Complete response (best) 58.0% 50.0% 57.1%" in text

@@ -633,6 +633,71 @@ class CarTumourModel:
             },
         }
 
+    # -- SBML export (cartwin.graph.sbml_export) ---------------------------
+    def sbml_rates(self) -> dict[str, str]:
+        """Each state's derivative as an SBML L3 infix formula, per day.
+
+        The same equations and assumptions as :meth:`rhs`, written for
+        ``libsbml.parseL3Formula`` in terms of this model's parameter and
+        state names and the input names of :attr:`inputs` (the exporter
+        qualifies parameter and state names). ``ln`` is the natural
+        logarithm (``log`` would be read as log10).
+        ``tests/graph/test_sbml_export.py`` checks the formulas against
+        :meth:`rhs` at random states.
+        """
+        total = "(normal_t + effector + memory + exhausted)"
+        gap = f"({total} - k_n)^2"
+        growth = f"(rho_c + b_reconst * {gap} / (a_signal * {total}^2 + {gap}))"
+        homeo = f"({growth} * ln(k_c / {total}))"
+        smooth = repr(_SMOOTH_RATE)
+        homeo_plus = f"(0.5 * ({homeo} + sqrt({homeo}^2 + {smooth}^2)))"
+        stim = "(tumour / (tumour + k_stim))"
+        steroid = "(1 / (1 + steroid_exposure / steroid_ic50))"
+        antigen = f"(k_exp * {stim} * {steroid})"
+        infused = f"(cart_infusion_rate / {CELLS_PER_UL_EQUIVALENT!r})"
+        f_mem = "product_memory_fraction"
+        to_memory = "(k_em * effector)"
+        to_effector = f"(k_me * {stim} * memory)"
+        to_exhausted = f"(k_ex * {stim} * effector)"
+        kill = "(gamma_b * effector / (k_b + effector) * tumour)"
+        rates = {
+            "normal_t": f"r_n * normal_t * ln(k_n / {total})"
+            " - k_ld * ld_exposure * normal_t",
+            "effector": f"(1 - {f_mem}) * {infused}"
+            f" + ({antigen} + {homeo} - d_e) * effector"
+            f" - {to_memory} - {to_exhausted} + {to_effector}",
+            "memory": f"{f_mem} * {infused} + ({homeo_plus} - d_m) * memory"
+            f" + {to_memory} - {to_effector}",
+            "exhausted": f"{to_exhausted} - d_x * exhausted",
+            "tumour": f"r_b * tumour * (1 - tumour / b_max) - {kill}"
+            " - k_br * bridging_exposure * tumour",
+        }
+        if self.disease == "MM":
+            rates["m_protein"] = "k_mprot * (m_per_tumour * tumour - m_protein)"
+        return rates
+
+    def sbml_couplings(self) -> dict[str, str]:
+        """The outputs of :meth:`couplings` as SBML L3 infix formulas."""
+        return {
+            "cart_total": "effector + memory + exhausted",
+            "tumour_burden": "tumour",
+            "tumour_kill_rate": "gamma_b * effector / (k_b + effector) * tumour",
+            "normal_t_cells": "normal_t",
+        }
+
+    def sbml_initial_state(self) -> dict[str, str]:
+        """:meth:`initial_state` as SBML L3 infix formulas of the parameters."""
+        values = {
+            "normal_t": "n_t0",
+            "effector": "0",
+            "memory": "0",
+            "exhausted": "0",
+            "tumour": "tumour0",
+        }
+        if self.disease == "MM":
+            values["m_protein"] = "m_per_tumour * tumour0"
+        return values
+
 
 def _quantiles(values: np.ndarray, unit: str) -> dict[str, Any]:
     low, mid, high = np.nanquantile(values, [0.05, 0.5, 0.95])

@@ -625,6 +625,39 @@ class CytokineModel:
             },
         }
 
+    # -- SBML export (cartwin.graph.sbml_export) ---------------------------
+    def sbml_rates(self) -> dict[str, str]:
+        """Each state's derivative as an SBML L3 infix formula, per day.
+
+        The same equations as :meth:`rhs`, written for
+        ``libsbml.parseL3Formula`` in terms of this model's parameter and
+        state names and the input names of :attr:`inputs`;
+        ``tests/graph/test_sbml_export.py`` checks them against :meth:`rhs`.
+        """
+        occupancy = "(toci_exposure / (toci_exposure + toci_ic50))"
+        steroid = "(1 / (1 + steroid_exposure / steroid_ic50))"
+        made = f"(d_il6 * il6_base + p_il6 * tumour_kill_rate * {steroid})"
+        cleared = "(d_il6 * (1 - f_receptor * il6r_blocked) * il6)"
+        signal = "((1 - il6r_blocked) * il6)"
+        target = f"(crp_base + crp_max * {signal} / ({signal} + crp_ec50))"
+        return {
+            "il6": f"{made} - {cleared}",
+            "crp": f"k_crp * ({target} - crp)",
+            "il6r_blocked": f"k_block * ({occupancy} - il6r_blocked)",
+        }
+
+    def sbml_couplings(self) -> dict[str, str]:
+        """The outputs of :meth:`couplings` as SBML L3 infix formulas."""
+        return {"il6_signal": "(1 - il6r_blocked) * il6", "crp_level": "crp"}
+
+    def sbml_initial_state(self) -> dict[str, str]:
+        """:meth:`initial_state` as SBML L3 infix formulas of the parameters."""
+        return {
+            "il6": "il6_base",
+            "crp": "crp_base + crp_max * il6_base / (il6_base + crp_ec50)",
+            "il6r_blocked": "0",
+        }
+
 
 # -- validation ---------------------------------------------------------------
 

@@ -367,6 +367,33 @@ class NeutrophilModel:
         """Prior medians of every parameter."""
         return {p.name: p.median for p in self.parameters}
 
+    # -- SBML export (cartwin.graph.sbml_export) ---------------------------
+    def sbml_rates(self) -> dict[str, str]:
+        """Each state's derivative as an SBML L3 infix formula, per day.
+
+        The same Friberg chain as :meth:`rhs`, for ``libsbml.parseL3Formula``;
+        ``tests/graph/test_sbml_export.py`` checks it against :meth:`rhs`.
+        """
+        names = [s.name for s in self.states]
+        k_tr = f"({N_TRANSIT + 1} / mtt)"
+        effect = f"(sensitivity * slope_ld * {LD_INPUT})"
+        feedback = "((circ0 / circ)^gamma)"
+        rates = {
+            names[0]: f"{k_tr} * {names[0]} * (1 - {effect}) * {feedback}"
+            f" - {k_tr} * {names[0]}"
+        }
+        for i in range(1, len(names)):
+            rates[names[i]] = f"{k_tr} * ({names[i - 1]} - {names[i]})"
+        return rates
+
+    def sbml_couplings(self) -> dict[str, str]:
+        """The ANC coupling as an SBML L3 infix formula."""
+        return {"anc": self.states[ANC_INDEX].name}
+
+    def sbml_initial_state(self) -> dict[str, str]:
+        """:meth:`initial_state` (every compartment at ``circ0``) as formulas."""
+        return {s.name: "circ0" for s in self.states}
+
 
 #: The model instance the functions below simulate.
 MODEL = NeutrophilModel()

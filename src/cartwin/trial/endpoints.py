@@ -591,13 +591,28 @@ def _survival_size(row: dict, arms: dict, trial: Trial) -> dict[str, Any]:
     return out
 
 
+#: Largest per-arm size reported; above it the difference is too small for
+#: any practical trial and the row says so instead of printing the number.
+PRACTICAL_PER_ARM = 100_000
+
+
+def _practical(out: dict[str, Any]) -> dict[str, Any]:
+    if out["per_arm"] is not None and out["per_arm"] > PRACTICAL_PER_ARM:
+        out["note"] = (
+            f"over {PRACTICAL_PER_ARM:,} patients per arm ({out['per_arm']:,}): "
+            "the simulated difference is too small for a practical trial"
+        )
+        out["per_arm"] = out["events"] = None
+    return out
+
+
 def _sample_sizes(comparisons: list[dict], arms: dict, trial: Trial) -> list[dict]:
     rows = []
     for row in comparisons:
         if row["estimate"] is None:
             continue
-        size = (_survival_size if row["measure"] == "hazard ratio"
-                else _proportion_size)(row, arms, trial)
+        size = _practical((_survival_size if row["measure"] == "hazard ratio"
+                           else _proportion_size)(row, arms, trial))
         rows.append({"endpoint": row["endpoint"], "arm": row["arm"],
                      "reference": row["reference"], "effect": row["estimate"],
                      **size})

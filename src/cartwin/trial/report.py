@@ -796,7 +796,7 @@ POPULATION_LABELS = {
     "effective_sample_size": "Effective sample size",
     "ess": "Effective sample size",
     "pilot": "Pilot patients (calibration sample)",
-    "parameters": "Re-weighted parameters",
+    "parameters": "Parameters whose prior means were shifted",
     "acceptance_rate": "Acceptance rate",
     "acceptance": "Acceptance rate",
     "n_candidates": "Candidate patients sampled",
