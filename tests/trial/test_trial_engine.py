@@ -149,3 +149,23 @@ def test_calibration_shift_recovers_a_known_mean():
     assert result["shift"]["cart_tumour.k_exp"] == pytest.approx(
         stats.norm.ppf(0.7), abs=0.03
     )
+
+
+def test_example_population_meets_its_calibration_targets():
+    # response (axi-cel real world, clinical-facts §8) and marrow reserve by
+    # CAR-HEMATOTOX group (Rejeski 2021 Table 3 pooled validation, §1.3)
+    from cartwin.trial.config import example_trial_path, load_trial
+    from cartwin.trial.simulate import population
+
+    _, summary = population(load_trial(example_trial_path()))
+    for key, target in summary["targets"].items():
+        assert summary["achieved"][key] == pytest.approx(target, abs=0.03)
+    marrow = summary["marrow"]
+    assert marrow["achieved"]["low"]["median_days"] == pytest.approx(5.5, abs=0.5)
+    assert marrow["achieved"]["high"]["median_days"] == pytest.approx(12.0, abs=0.5)
+    assert marrow["achieved"]["high"]["share_ge7d"] == pytest.approx(73 / 83, abs=0.06)
+    checks = {row["endpoint"]: row for row in marrow["checks"]}
+    assert checks["severe_neutropenia_ge14d_ht_high"]["published"] == pytest.approx(40 / 83)
+    # more prolonged neutropenia in the CAR-HEMATOTOX high group, as published
+    assert (checks["severe_neutropenia_ge14d_ht_high"]["simulated"]
+            > 2 * checks["severe_neutropenia_ge14d_ht_low"]["simulated"])

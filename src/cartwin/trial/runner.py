@@ -624,6 +624,10 @@ def _run_on_dask(client, trial, chunks_dir, pending, simulate, advance) -> None:
     """Submit one task per chunk; write each result here as it arrives."""
     from distributed import as_completed
 
+    if _qualified_name(simulate) == DEFAULT_ENGINE:  # calibrate once, here
+        from cartwin.trial.simulate import population_summary, prime_population
+
+        client.run(prime_population, trial, population_summary(trial))
     futures = {
         client.submit(_simulate_task, simulate, trial, spec, pure=False): spec
         for spec in pending
@@ -744,14 +748,17 @@ def _analyse(trial, outcomes: pd.DataFrame, notes: list[str], default_engine: bo
     ``simulate`` function has none.
     """
     endpoints = _call_part("endpoints", "compute_endpoints", notes, outcomes, trial)
-    validation = None
-    if getattr(trial, "validate_against", None):
-        validation = _call_part("validation", "validate", notes, trial, endpoints or {})
     population = None
     if default_engine:
         population = _call_part("simulate", "population_summary", notes, trial)
     else:
         notes.append("no population summary: outcomes from a custom simulate function")
+    validation = None
+    if getattr(trial, "validate_against", None):
+        validation = _call_part(
+            "validation", "validate", notes, trial, endpoints or {}, None,
+            population or {},
+        )
     return endpoints or {}, validation or [], population or {}
 
 

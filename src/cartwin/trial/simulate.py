@@ -55,7 +55,9 @@ from cartwin.models.cytokines import CRS_LINK, CrsLink, crs_exceedance
 from cartwin.trial.engine import VISIT_DAYS, DrugPolicy, Engine, Protocol
 from cartwin.trial.population import (
     CALIBRATED_PARAMETERS,
+    SENSITIVITY,
     VirtualPopulation,
+    calibrate_marrow,
     calibrate_shift,
     check_calibration,
     settings_from,
@@ -76,6 +78,9 @@ PLAUSIBLE_CMAX, LATEST_TMAX = (0.1, 1.0e4), 60.0
 
 #: Default bridging regimen of a calibration cohort that bridged patients.
 DEFAULT_BRIDGING_DAYS = (-14.0, -10.0)
+
+#: Patients of the marrow (CAR-HEMATOTOX) calibration pilot.
+MARROW_PILOT = 600
 
 #: Most pilots of the population calibration.
 PILOT_ROUNDS = 3
@@ -196,6 +201,17 @@ def _calibrated(trial: Any) -> tuple[VirtualPopulation, dict[str, Any]]:
             break
     result["shift"], result["rounds"] = shift, round_ + 1
     check_calibration(result)
+    marrow = {}
+    if SENSITIVITY in graph.free_parameter_names:
+        rng = np.random.default_rng(
+            np.random.SeedSequence(trial.seed, spawn_key=(998,))
+        )
+        pilot = VirtualPopulation(graph, settings).sample(MARROW_PILOT, rng)
+        result["marrow"] = calibrate_marrow(graph, pilot)
+        marrow = {
+            g: (result["marrow"]["shift"][g], result["marrow"]["spread"][g])
+            for g in ("low", "high")
+        }
     result.update(
         calibrated=True,
         cohort=published["name"],
@@ -203,7 +219,24 @@ def _calibrated(trial: Any) -> tuple[VirtualPopulation, dict[str, Any]]:
         f"{published['bridging_fraction']:.0%} of patients",
         settings=settings,
     )
-    return replace(base, shift=shift), result
+    return replace(base, shift=shift, marrow=marrow), result
+
+
+def prime_population(trial: Any, summary: dict[str, Any]) -> None:
+    """Install a calibration computed elsewhere (a Dask client) in this process.
+
+    Workers then skip the pilots; the population is rebuilt from the
+    summary's settings and shifts, which determine it.
+    """
+    graph = trial_graph(trial)
+    marrow = summary.get("marrow", {})
+    virtual = VirtualPopulation(
+        graph,
+        dict(summary["settings"]),
+        dict(summary.get("shift", {})),
+        {g: (marrow["shift"][g], marrow["spread"][g]) for g in marrow.get("shift", {})},
+    )
+    _POPULATIONS[trial.digest()] = (virtual, summary)
 
 
 def population_summary(trial: Any) -> dict[str, Any]:

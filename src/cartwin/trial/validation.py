@@ -94,7 +94,10 @@ def exact_interval(rate: float, n: int, level: float = 0.95) -> tuple[float, flo
 
 
 def validate(
-    trial: Any, endpoints: dict[str, Any], arm: str | None = None
+    trial: Any,
+    endpoints: dict[str, Any],
+    arm: str | None = None,
+    population: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows comparing the simulated ``arm`` (default: reference arm) with
     the trial's ``validate_against`` cohort.
@@ -107,6 +110,9 @@ def validate(
         :func:`cartwin.trial.endpoints.compute_endpoints` output.
     arm : str, optional
         The simulated arm that stands for the published cohort.
+    population : dict, optional
+        The population calibration summary; its marrow checks (Rejeski
+        2021, by CAR-HEMATOTOX group) are appended when present.
 
     Returns
     -------
@@ -128,7 +134,8 @@ def validate(
         row = _row(key, published, result, calibrated)
         if row is not None:
             rows.append(row)
-    return rows
+    marrow = (population or {}).get("marrow", {})
+    return rows + list(marrow.get("checks", []))
 
 
 def _calibration_target(trial: Any) -> tuple[str, set[str]]:
@@ -179,12 +186,13 @@ def _pfs_row(published, result, notes) -> dict[str, Any] | None:
         return None
     low, high = result.get("at_6_months_low"), result.get("at_6_months_high")
     within = low is not None and high is not None and low <= 0.5 <= high
-    notes = notes + [
+    explained = (
         f"published median PFS {value / 30.44:.1f} months means 50% "
         "progression-free then; simulated PFS at 6 months shown (progression "
         f"is seen at visits; simulated median {result.get('median_days')} d); "
         "deaths without progression not modelled"
-    ]
+    )
+    notes = [*notes, explained]
     return {
         "cohort": published["name"],
         "endpoint": "pfs_at_median",
