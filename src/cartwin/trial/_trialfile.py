@@ -64,7 +64,13 @@ def read_document(path: Path) -> Any:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TrialConfigError(f"{source}: cannot be read ({exc})") from None
-    return _parse_toml(text, source) if suffix == ".toml" else _parse_yaml(text, source)
+    try:
+        if suffix == ".toml":
+            return _parse_toml(text, source)
+        return _parse_yaml(text, source)
+    except RecursionError:
+        raise TrialConfigError(
+            f"{source}: nested too deeply to be a trial file") from None
 
 
 def _parse_toml(text: str, source: str) -> dict:

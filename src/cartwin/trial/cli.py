@@ -215,6 +215,8 @@ def _cell(value: Any) -> str:
 
 
 def _ci(value: dict[str, Any], spec: str) -> str:
+    if value.get("low") is None and value.get("high") is None:
+        return ""
     return f"({_num(value.get('low'), spec)} to {_num(value.get('high'), spec)})"
 
 
@@ -255,6 +257,7 @@ def _validation_table(rows: list[dict[str, Any]]) -> Table:
         "published",
         "simulated",
         "within",
+        "used in calibration",
         title="simulated against published",
     )
     for row in rows:
@@ -272,5 +275,15 @@ def _validation_table(rows: list[dict[str, Any]]) -> Table:
             published,
             simulated,
             "yes" if row.get("within") else "no",
+            _calibration_mark(str(row.get("note", ""))),
         )
     return table
+
+
+def _calibration_mark(note: str) -> str:
+    # the same rule as the HTML report: agreement that is not a validation
+    if "by construction" in note:
+        return "yes (link fitted to it)"
+    if "calibration target" in note:
+        return "yes (target)"
+    return ""

@@ -93,6 +93,18 @@ DISEASES = ("LBCL", "MM")
 #: Shortest horizon, days: day-90 response (``cr_m3``) must be inside it.
 MIN_HORIZON_DAYS = 90.0
 
+#: Longest follow-up a trial file may ask for, days (10 years): the step
+#: grid, and so memory and time per patient, grow with the horizon.
+MAX_HORIZON_DAYS = 3652.5
+
+#: Most virtual patients per arm: the runner joins all chunks of a run in
+#: memory at the end (about 0.5 KiB per patient).
+MAX_PATIENTS_PER_ARM = 10_000_000
+
+#: Largest CAR T doses accepted: 10^9 cells/kg or 10^12 cells in total, about
+#: 500 times the labelled axi-cel dose (2 x 10^6/kg, at most 2 x 10^8).
+MAX_DOSE_CELLS_PER_KG, MAX_DOSE_CELLS = 1.0e9, 1.0e12
+
 #: Default regimen days (days since infusion) and units a day.
 LD_DEFAULTS: dict[str, tuple[tuple[float, ...], float]] = {
     "flu/cy": ((-5.0, -4.0, -3.0), 1.0),
@@ -443,15 +455,17 @@ class Trial:
             integer.
         """
         changes: dict[str, int] = {}
-        for key, value, low in (("patients_per_arm", patients_per_arm, 1),
-                                ("seed", seed, 0)):
+        for key, value, low, high in (
+            ("patients_per_arm", patients_per_arm, 1, MAX_PATIENTS_PER_ARM),
+            ("seed", seed, 0, 2**63 - 1),
+        ):
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                    or value < low:
+                    or not low <= value <= high:
                 raise TrialConfigError(
                     f"{self.source}: override {key} = {value!r}: must be an "
-                    f"integer >= {low}")
+                    f"integer in [{low}, {high}]")
             changes[key] = int(value)
         return replace(self, **changes)
 
@@ -512,9 +526,11 @@ def parse_trial(data: Mapping[str, Any], *, source: str = "<memory>") -> Trial:
         disease=head.choice("disease", DISEASES),
         arms=arms,
         endpoints=_endpoints(top),
-        patients_per_arm=head.integer("patients_per_arm", 1000, low=1),
+        patients_per_arm=head.integer("patients_per_arm", 1000, low=1,
+                                      high=MAX_PATIENTS_PER_ARM),
         seed=head.integer("seed", 0, low=0),
-        horizon_days=head.number("horizon_days", 365.0, low=MIN_HORIZON_DAYS),
+        horizon_days=head.number("horizon_days", 365.0, low=MIN_HORIZON_DAYS,
+                                 high=MAX_HORIZON_DAYS),
         reference_arm=_reference_arm(head, arms),
         alpha=head.number("alpha", 0.05, low=0.0, high=0.5, open_=True),
         power=head.number("power", 0.8, low=0.0, high=1.0, open_=True),
@@ -575,7 +591,8 @@ def _dose(table: Table) -> tuple[float | None, float | None]:
         table.fail(given[-1] if given else "dose_cells_per_kg", shown,
                    "a simulated arm gives exactly one of dose_cells (total "
                    "cells) or dose_cells_per_kg (cells/kg)")
-    value = table.number(given[0], low=0.0, open_=True)
+    high = MAX_DOSE_CELLS if given[0] == "dose_cells" else MAX_DOSE_CELLS_PER_KG
+    value = table.number(given[0], low=0.0, high=high, open_=True)
     return (value, None) if given[0] == "dose_cells" else (None, value)
 
 

@@ -342,6 +342,7 @@ class Engine:
         y0 = graph.initial_state(vector, covariates)
         il6_base = params[graph.models.index(self._cytokines())]["il6_base"]
         stiff = _stiff_states(graph)
+        serum_index = graph.state_names.index("cytokines.il6")
         visits = jnp.asarray(self.protocol.visits)
         doses = jnp.asarray([p.amount for p in self.protocol.policies])
 
@@ -384,6 +385,7 @@ class Engine:
             acute = after & (t_end <= ACUTE_WINDOW + 1e-9)
             better = after & (cart > acc["cmax"])
             rise = jnp.log(jnp.maximum(new["il6_signal"], 1e-300) / il6_base)
+            serum = jnp.log(jnp.maximum(y_new[serum_index], 1e-300) / il6_base)
             out = dict(acc)
             out["cart"] = cart
             out["cmax"] = jnp.where(better, cart, acc["cmax"])
@@ -393,6 +395,9 @@ class Engine:
             )
             out["il6_rise"] = jnp.where(
                 acute, jnp.maximum(acc["il6_rise"], rise), acc["il6_rise"]
+            )
+            out["il6_serum_rise"] = jnp.where(
+                acute, jnp.maximum(acc["il6_serum_rise"], serum), acc["il6_serum_rise"]
             )
             at_zero = jnp.abs(t_end) < 1e-9
             out["tumour0"] = jnp.where(at_zero, tumour, acc["tumour0"])
@@ -422,6 +427,7 @@ class Engine:
             "tmax": jnp.zeros(()),
             "auc": jnp.zeros(()),
             "il6_rise": jnp.full((), -jnp.inf),
+            "il6_serum_rise": jnp.full((), -jnp.inf),
             "tumour0": jnp.full((), jnp.nan),
             "visits": jnp.full(visits.shape, jnp.nan),
             "finite": jnp.all(jnp.isfinite(y0)),
@@ -467,7 +473,9 @@ class Engine:
         -------
         dict of numpy.ndarray
             ``cmax`` (/µL), ``tmax`` (d), ``auc`` (cells/µL x d, days 0-28),
-            ``il6_rise`` (peak ln rise, days 0-28), ``tumour0`` (10^9 cells
+            ``il6_rise`` (peak ln rise of the IL-6 signal, days 0-28),
+            ``il6_serum_rise`` (the same of serum IL-6, which tocilizumab
+            raises while it lowers the signal), ``tumour0`` (10^9 cells
             at day 0), ``visits`` (patients x visits, tumour), ``drug_day``
             (patients x policies; inf = never), ``anc_low`` (days of ANC <
             0.5 over days 0-60; NaN without a neutrophil node), ``ok``,
@@ -596,6 +604,9 @@ def _summaries(t, series, il6_base, visits, has_anc) -> dict[str, Any]:
         "tmax": t[peak],
         "auc": np.trapezoid(cart[window], t[window]),
         "il6_rise": np.max(rise[acute]),
+        "il6_serum_rise": np.max(
+            np.log(np.maximum(series["cytokines.il6"][0], 1e-300) / il6_base)[acute]
+        ),
         "tumour0": np.interp(0.0, t, tumour),
         "visits": np.interp(np.asarray(visits), t, tumour),
     }

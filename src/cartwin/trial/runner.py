@@ -266,7 +266,7 @@ def plan_chunks(trial: Trial, chunk_size: int) -> list[ChunkSpec]:
 def _check_file_names(trial: Trial) -> None:
     seen: dict[str, str] = {}
     for arm in trial.arms:
-        safe = safe_arm_name(arm.name)
+        safe = safe_arm_name(arm.name).lower()  # case-insensitive file systems
         if safe in seen:
             raise TrialRunError(
                 f"arms {seen[safe]!r} and {arm.name!r} of trial {trial.name!r} "
@@ -330,6 +330,12 @@ def run_trial(
     started = time.monotonic()
     outdir = Path(outdir)
     plan = plan_chunks(trial, chunk_size)
+    if scheduler is not None:
+        _check_address(scheduler)
+    if simulate is None:  # cartwin's engine: check what it reads before writing
+        from cartwin.trial.simulate import check_trial
+
+        check_trial(trial)
     manifest = _prepare_outdir(outdir, _manifest_for(trial, chunk_size), force)
     pending = _pending_chunks(outdir / "chunks", plan)
     run = {
@@ -481,8 +487,8 @@ def _read_manifest(outdir: Path, expected: dict[str, Any]) -> dict[str, Any] | N
         if any(chunks_dir.glob("*.parquet")):
             raise TrialRunError(
                 f"{chunks_dir} holds chunks but {path} is missing; they cannot be "
-                "checked against this trial: use another folder, or force=True "
-                "(--force)"
+                "checked against this trial: use another folder, or --force "
+                "(force=True in Python)"
             )
         return None
     try:
@@ -507,7 +513,7 @@ def _check_manifest(path: Path, previous: Any, expected: dict[str, Any]) -> None
             raise TrialRunError(
                 f"{path} belongs to another run: {name} is {previous.get(name)!r} "
                 f"there but {expected[name]!r} now; use another output folder, or "
-                f"--force (force=True) to discard its {done} finished chunks"
+                f"--force (force=True in Python) to discard its {done} finished chunks"
             )
 
 
@@ -526,7 +532,14 @@ def _pending_chunks(chunks_dir: Path, plan: Sequence[ChunkSpec]) -> list[ChunkSp
         path = chunks_dir / spec.filename
         try:
             done = path.is_file() and pq.read_metadata(path).num_rows == spec.size
-        except (OSError, ValueError) as exc:  # truncated or foreign file
+            if done:  # the right arm and patients, not a file copied over it
+                ids = pq.read_table(path, columns=["arm", "patient"]).to_pandas()
+                done = set(ids["arm"]) == {spec.arm} and (
+                    int(ids["patient"].min()) == spec.first_patient
+                )
+                if not done:
+                    log.warning("recomputing %s: rows of another chunk", path)
+        except (OSError, ValueError, KeyError) as exc:  # truncated or foreign
             log.warning("recomputing %s: %s", path, exc)
             done = False
         if not done:
@@ -576,9 +589,11 @@ def _dask_client(scheduler: str | None, cluster_client: Any) -> Iterator[Any]:
 
 
 def _check_address(scheduler: str) -> str:
-    if not re.fullmatch(r"tcp://[^\s/:]+:\d{1,5}", scheduler or ""):
+    match = re.fullmatch(r"tcp://[^\s/:]+:(\d{1,5})", scheduler or "")
+    if not match or not 0 < int(match.group(1)) < 65536:
         raise TrialRunError(
-            f"Dask scheduler address {scheduler!r} is not of the form tcp://HOST:PORT"
+            f"Dask scheduler address {scheduler!r} is not of the form "
+            "tcp://HOST:PORT (port 1-65535)"
         )
     return scheduler
 

@@ -22,8 +22,12 @@ Outcome rules
   ZUMA-1 neurotoxicity (any 65 %, grade >= 3 31 %; clinical-facts §8) over
   the same 2000 prior-predictive ZUMA-1-like patients as the CRS link
   (``fit_crs_link(zuma1_prior_peaks(2000, 20190101), 0.65, 0.31)``); an
-  independent uniform draw. Assumption: neurotoxicity follows the cytokine
-  surge (no blood-brain-barrier model).
+  independent uniform draw. It reads the peak rise of **serum** IL-6, not of
+  the receptor-unblocked signal: tocilizumab, which does not cross the
+  blood-brain barrier and raises serum IL-6, lowers CRS but not ICANS
+  (Neelapu 2018, doi:10.1038/nrclinonc.2017.148). Without tocilizumab the two
+  rises are equal, so the fit holds. Assumption: neurotoxicity follows the
+  cytokine surge (no blood-brain-barrier model).
 - **Response** at each visit of :data:`cartwin.trial.engine.VISIT_DAYS` on
   SPD = ``spd_coef x tumour^(2/3)``: PD when SPD >= 1.5 x the nadir of
   baseline and earlier visits and >= 1 cm2; CR when SPD < 1 cm2; PR when
@@ -222,6 +226,23 @@ def _calibrated(trial: Any) -> tuple[VirtualPopulation, dict[str, Any]]:
     return replace(base, shift=shift, marrow=marrow), result
 
 
+def check_trial(trial: Any) -> None:
+    """Raise :class:`TrialConfigError` now for what the engine would refuse later.
+
+    The disease, the ``[population]`` settings and the published cohorts
+    named by ``calibrate_to`` and ``validate_against``: checked before a run
+    writes anything.
+    """
+    from cartwin.trial.validation import cohort
+
+    trial_graph(trial)
+    settings = settings_from(trial.population, trial.source)
+    if settings["calibrate"]:
+        cohort(settings["calibrate_to"], trial.source)
+    if trial.validate_against:
+        cohort(trial.validate_against, trial.source)
+
+
 def prime_population(trial: Any, summary: dict[str, Any]) -> None:
     """Install a calibration computed elsewhere (a Dask client) in this process.
 
@@ -366,8 +387,9 @@ def _outcomes(graph, vectors, cov, dose, s, uniforms, engine) -> pd.DataFrame:
             "auc0_28": s["auc"],
             "cmax_copies_ug": qpcr * cmax,
             "il6_log_rise": s["il6_rise"],
+            "il6_serum_log_rise": s["il6_serum_rise"],
             "crs_grade": _grades(s["il6_rise"], CRS_LINK, uniforms[:, 0]),
-            "icans_grade": _grades(s["il6_rise"], ICANS_LINK, uniforms[:, 1]),
+            "icans_grade": _grades(s["il6_serum_rise"], ICANS_LINK, uniforms[:, 1]),
             "toci_day": _day(days.get("toci_exposure"), len(cmax)),
             "steroid_day": _day(days.get("steroid_exposure"), len(cmax)),
             "anc_days_below_500": s["anc_low"],
