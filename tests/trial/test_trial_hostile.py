@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 import trial_fakes
+
 from cartwin.errors import TrialConfigError
 from cartwin.trial.config import load_trial, parse_trial
 from cartwin.trial.runner import TrialRunError, run_trial
