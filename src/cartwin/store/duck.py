@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,14 +40,15 @@ import duckdb
 
 from cartwin import __version__
 from cartwin.errors import DataError, StoreError
-from cartwin.record.model import PatientRecord
+from cartwin.record.model import Observation, PatientRecord
 from cartwin.record.pseudonym import (
     KEY_ENV,
     KEY_FILE_ENV,
     looks_like_pseudonym,
     pseudonymise,
 )
-from cartwin.store import _writes
+from cartwin.store import _append, _writes
+from cartwin.store._append import AppendSummary
 from cartwin.store._pg_url import is_postgres_url
 from cartwin.store._writes import first_row
 from cartwin.store._columns import (
@@ -456,6 +458,113 @@ class TwinStore:
             ],
         )  # fmt: skip
         return summary
+
+    # -- live append ------------------------------------------------------------
+    #: Whether no other process can write this store while it is open: a
+    #: DuckDB file takes one writing process, so a caller that writes through
+    #: this object only and remembers what it wrote knows every stored row
+    #: (see ``check_stored`` of :meth:`append_observations`).
+    sole_writer = True
+
+    @_store_errors
+    def append_observations(
+        self,
+        batch: Mapping[str, Sequence[Observation]],
+        *,
+        source_name: str,
+        check_stored: bool = True,
+        before_commit: Callable[[], None] | None = None,
+    ) -> AppendSummary:
+        """Append measurements of stored patients in one short transaction.
+
+        The cheap write path for live data (see :mod:`cartwin.store._append`):
+        no fact merging, no events, one ``import_log`` row per call. Ids follow
+        the order of the patients in ``batch`` and, within a patient, time
+        order (as for imports: a record keeps its observations sorted).
+
+        Parameters
+        ----------
+        batch : mapping of str to sequence of Observation
+            Pseudonym of a patient already in the store to its observations.
+        source_name : str
+            Stored in the ``import_log`` row naming the append.
+        check_stored : bool
+            Skip observations already in the store (same patient, quantity,
+            instant and ``source_id``), which scans the ``measurement`` table.
+            Pass ``False`` only when the caller knows none is stored (it holds
+            the store's only writer, :attr:`sole_writer`, and remembers what it
+            wrote); repeats within ``batch`` are always dropped.
+        before_commit : callable, optional
+            Called with no arguments after the rows are written, before the
+            commit; an exception from it rolls the append back.
+
+        Returns
+        -------
+        AppendSummary
+            Rows written and skipped, and the ``import_log`` id.
+
+        Raises
+        ------
+        DataError
+            When a pseudonym is malformed or a value not finite; nothing is
+            written.
+        StoreError
+            When a patient is not in the store, or the store cannot be
+            written; nothing is written.
+        """
+        records, repeated = _append.append_records(batch)
+        if not records:
+            return AppendSummary(None, 0, repeated)
+        self.con.begin()
+        try:
+            summary = self._write_append(records, repeated, source_name, check_stored)
+            if before_commit is not None:
+                before_commit()
+            self.con.commit()
+        except BaseException:
+            self.con.rollback()
+            raise
+        return summary
+
+    def _write_append(
+        self, records: list, repeated: int, source_name: str, check_stored: bool
+    ) -> AppendSummary:
+        columns = _append.stage_columns(records)
+        import_id, last_id = first_row(self.con.execute(_append.NEXT_IDS))
+        view = "_cartwin_append_stage"
+        sql = _append.insert_sql(_append.DUCK_SOURCE.format(view=view), check_stored)
+        with _writes.staged(self.con, view, columns):
+            rows = self.con.execute(sql, [last_id, import_id]).fetchall()
+        return self._log_append(
+            records, repeated, source_name, import_id, rows if check_stored else None,
+            written=len(rows) if check_stored else int(rows[0][0]),
+        )  # fmt: skip
+
+    def _log_append(
+        self, records: list, repeated: int, source_name: str, import_id: int,
+        keys: list | None, *, written: int,
+    ) -> AppendSummary:  # fmt: skip
+        """Check every patient was stored; add the ``import_log`` row.
+
+        ``keys`` are the rows the insert returned (``check_stored``), else None.
+        """
+        given = sum(len(r.observations) for r in records)
+        if written < given:
+            stored = _append.stored_person_ids(self.con, records)
+            if len(stored) < len(records):
+                raise _append.missing_persons(records, stored)
+        before = () if keys is None else _append.stored_before(records, keys)
+        skipped = given - written + repeated
+        if written == 0:
+            return AppendSummary(None, 0, skipped, before)
+        counts = json.dumps(
+            _append.log_counts(len(records), written, skipped), sort_keys=True
+        )
+        sha = _append.append_digest(records)
+        self.con.execute(
+            _append.INSERT_LOG, [import_id, source_name, sha, __version__, counts]
+        )
+        return AppendSummary(import_id, written, skipped, before)
 
     # -- reading --------------------------------------------------------------
     @_store_errors

@@ -43,7 +43,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -51,8 +51,9 @@ from psycopg.pq import TransactionStatus
 
 from cartwin import __version__
 from cartwin.errors import DataError, StoreError
-from cartwin.record.model import PatientRecord
-from cartwin.store import _pg_writes
+from cartwin.record.model import Observation, PatientRecord
+from cartwin.store import _append, _pg_writes
+from cartwin.store._append import AppendSummary
 from cartwin.store._pg_url import is_postgres_url, mask_url
 from cartwin.store._pg_writes import qmark
 from cartwin.store.duck import (
@@ -362,6 +363,61 @@ class PostgresTwinStore(TwinStore):
             ],
         )  # fmt: skip
         return summary
+
+    # -- live append ------------------------------------------------------------
+    #: Other processes may write the same database (see the module notes).
+    sole_writer = False
+
+    @_pg_errors
+    def append_observations(
+        self,
+        batch: Mapping[str, Sequence[Observation]],
+        *,
+        source_name: str,
+        check_stored: bool = True,
+        before_commit: Callable[[], None] | None = None,
+    ) -> AppendSummary:
+        """Append measurements of stored patients in one short transaction.
+
+        See :meth:`TwinStore.append_observations`. Runs under the write lock;
+        the columns travel as arrays of one ``INSERT ... SELECT FROM unnest``.
+        Other processes may write the same patients, so keep ``check_stored``
+        unless every writer of the database is known.
+
+        Raises
+        ------
+        DataError
+            As for DuckDB, and when a text field holds the NUL character.
+        StoreError
+            When a patient is not in the store, or the store cannot be
+            written; nothing is written.
+        """
+        records, repeated = _append.append_records(batch)
+        if not records:
+            return AppendSummary(None, 0, repeated)
+        _refuse_nul(records)
+        with self._write_transaction() as cur:
+            summary = self._write_append(
+                cur, records, repeated, source_name, check_stored
+            )
+            if before_commit is not None:
+                before_commit()
+        return summary
+
+    def _write_append(
+        self, cur, records: list, repeated: int, source_name: str, check_stored: bool
+    ) -> AppendSummary:
+        columns = _append.stage_columns(records)
+        import_id, last_id = cur.execute(_append.NEXT_IDS).fetchone()
+        arrays = [_pg_writes._values(columns[name]) for name in _append.PG_COLUMNS]
+        operator = _append.PG_COLUMNS.index("operator")
+        arrays[operator] = [None if v is None else int(v) for v in arrays[operator]]
+        sql = qmark(_append.insert_sql(_append.PG_SOURCE, check_stored))
+        cur.execute(sql, [last_id, import_id, *arrays])
+        keys = cur.fetchall() if check_stored else None
+        return self._log_append(
+            records, repeated, source_name, import_id, keys, written=cur.rowcount
+        )
 
     # -- reading and versions -----------------------------------------------------
     @_pg_errors
