@@ -45,14 +45,22 @@ function errorText(result) {
   return result.status + ": " + message;
 }
 
+// Period of the patient list's refresh, milliseconds.
+const PATIENT_LIST_REFRESH_MS = 10000;
+
 // -- patients ----------------------------------------------------------------
-async function loadPatients() {
+// quiet: a periodic refresh of phases and alert counts of every patient; it
+// keeps the list and the status line as they are when the request fails
+async function loadPatients(quiet = false) {
   const list = $("patients");
-  list.replaceChildren();
-  if (!token()) { setStatus("Enter a token to see patients."); return; }
+  if (!token()) { list.replaceChildren(); if (!quiet) setStatus("Enter a token to see patients."); return; }
   const result = await api("/v1/dashboard/patients");
-  if (!result.ok) { setStatus(errorText(result), true); return; }
-  setStatus(result.data.length + " patient(s) visible to this token.");
+  if (!result.ok) {
+    if (!quiet) { list.replaceChildren(); setStatus(errorText(result), true); }
+    return;
+  }
+  list.replaceChildren();
+  if (!quiet) setStatus(result.data.length + " patient(s) visible to this token.");
   for (const row of result.data) {
     const button = el("button");
     button.type = "button";
@@ -146,6 +154,7 @@ async function openStream(pseudonym) {
     state.lastAlertId = Number(event.lastEventId);
     setStatus("New CRS alert for " + pseudonym + ".");
     refreshCrs();
+    loadPatients(true);
   });
   source.addEventListener("error", () => {
     // A ticket is good once: reconnect with a new one, bounded back-off.
@@ -379,6 +388,8 @@ function start() {
     openPatient(value);
   });
   loadPatients();
+  // alerts and phases of the patients not open update on this period
+  setInterval(() => loadPatients(true), PATIENT_LIST_REFRESH_MS);
 }
 
 start();
