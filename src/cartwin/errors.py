@@ -42,3 +42,12 @@ class DataQualityWarning(UserWarning):
 
 class TrialConfigError(DataError):
     """A trial file is malformed: the message names the file, field and value."""
+
+
+class UnsupportedModelError(ModelSpecificationError, NotImplementedError):
+    """A model file uses a construct cartwin does not translate (named in the message).
+
+    Also a :class:`NotImplementedError`, since the construct is valid in its
+    standard; as a :class:`CartwinError` the command line reports it as a
+    one-line error.
+    """

@@ -11,7 +11,7 @@ from cartwin.graph.forecast import simulate_draws
 from cartwin.graph.graph import standard_graph
 from cartwin.graph.inputs import typical_schedule
 from cartwin.models.cytokines import CRS_LINK
-from cartwin.trial.engine import DrugPolicy, Engine, Protocol, _phi
+from cartwin.trial.engine import DrugPolicy, Engine, Protocol, _phis
 from cartwin.trial.population import (
     VirtualPopulation,
     calibrate_shift,
@@ -41,7 +41,7 @@ def test_phi_functions_match_their_definition():
             else [1 + z / 2, 0.5 + z / 6, 1 / 6 + z / 24]
         )
         for k in (1, 2, 3):
-            assert float(_phi(z, k)) == pytest.approx(exact[k - 1], rel=1e-6)
+            assert float(_phis(z)[k - 1]) == pytest.approx(exact[k - 1], rel=1e-6)
 
 
 def test_cohort_solver_agrees_with_adaptive_solver(prior_cohort):

@@ -21,7 +21,8 @@ Errors carry the line and column of the offending XML element.
 
 Known limits
 ------------
-- Multi-valued species (``maxLevel`` > 1) raise :class:`NotImplementedError`.
+- Multi-valued species (``maxLevel`` > 1) raise
+  :class:`~cartwin.errors.UnsupportedModelError` (a ``NotImplementedError``).
 - Two transitions with the same output species raise
   :class:`~cartwin.logic.errors.LogicSyntaxError`.
 
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from cartwin.errors import DataError
+from cartwin.errors import DataError, UnsupportedModelError
 from cartwin.logic._expr import (
     Binary,
     Const,
@@ -130,7 +131,7 @@ def load_sbmlqual(path: str | Path) -> LogicalModel:
         Malformed XML, no qualitative species, or an unsupported construct.
     UnknownNodeError
         A function term names a species that does not exist.
-    NotImplementedError
+    UnsupportedModelError
         A multi-valued species.
     """
     path = Path(path)
@@ -161,7 +162,7 @@ def _species(root: _Element, source: str) -> dict[str, _Element]:
                 source, element.line, element.column, "qualitativeSpecies without an id"
             )
         if int(element.get("maxLevel", "1") or 1) > 1:
-            raise NotImplementedError(
+            raise UnsupportedModelError(
                 f"{source}:{element.line}: species {sid!r} has maxLevel "
                 f"{element.get('maxLevel')}; only Boolean species are supported"
             )
@@ -332,7 +333,7 @@ def to_sbmlqual(model: LogicalModel) -> str:
 
     Raises
     ------
-    NotImplementedError
+    UnsupportedModelError
         When a node's logic is not a pure Boolean expression of nodes.
     """
     header = (
@@ -358,7 +359,7 @@ def to_sbmlqual(model: LogicalModel) -> str:
         if logic is None or logic == NodeRef(node.name) or _is_self(logic, node.name):
             continue
         if not is_boolean(logic):
-            raise NotImplementedError(
+            raise UnsupportedModelError(
                 f"node {node.name!r}: logic {to_text(logic)} is not Boolean; "
                 "SBML-qual export needs &, |, !, ^, 0 and 1 over nodes"
             )

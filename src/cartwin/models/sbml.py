@@ -24,7 +24,8 @@ Time: the graph works in days. The SBML time unit is read from the model
 declare one, days are assumed (:attr:`SbmlModel.time_unit_source` says which).
 ``rhs`` takes days and returns derivatives per day.
 
-Unsupported constructs raise :class:`NotImplementedError` naming the file and
+Unsupported constructs raise :class:`~cartwin.errors.UnsupportedModelError`
+(a ``NotImplementedError``) naming the file and
 the construct: events, algebraic rules, ``delay``, ``rateOf``, fast
 reactions, variable stoichiometry, species conversion factors, compartments
 that change size, initial assignments to parameters that depend on species or
@@ -69,7 +70,7 @@ import libsbml
 import numpy as np
 
 from cartwin._jax import configure_jax
-from cartwin.errors import ModelSpecificationError
+from cartwin.errors import ModelSpecificationError, UnsupportedModelError
 from cartwin.graph.graph import SOLVERS, SolverSettings
 from cartwin.graph.spec import Coupling, Observable, Parameter, State, check_model
 
@@ -165,7 +166,7 @@ class _Compiler:
             raise ModelSpecificationError(f"{self.where}: {context} has no math")
         kind = node.getType()
         if kind in _UNSUPPORTED:
-            raise NotImplementedError(
+            raise UnsupportedModelError(
                 f"{self.where}: {context} uses {_UNSUPPORTED[kind]}, which cartwin's "
                 "SBML import does not support"
             )
@@ -220,7 +221,7 @@ class _Compiler:
             return lambda env: jnp.trunc(args[0](env) / args[1](env))
         if kind == libsbml.AST_FUNCTION:
             return self._call(node.getName(), args, context)
-        raise NotImplementedError(
+        raise UnsupportedModelError(
             f"{self.where}: {context} uses the MathML construct "
             f"{node.getName() or libsbml.formulaToL3String(node)!r} (AST type "
             f"{kind}), which cartwin's SBML import does not support"
@@ -228,7 +229,7 @@ class _Compiler:
 
     def _name(self, name: str, context: str) -> Compiled:
         if name in self.forbidden:
-            raise NotImplementedError(
+            raise UnsupportedModelError(
                 f"{self.where}: {context} refers to {name!r}, {self.forbidden[name]}"
             )
         if self.known is not None and name not in self.known:
@@ -491,7 +492,7 @@ def _read_document(path: Path) -> libsbml.SBMLDocument:
 
 
 def _reject_unsupported(model: libsbml.Model, where: str) -> None:
-    """Raise NotImplementedError for constructs the JAX translation lacks."""
+    """Raise UnsupportedModelError for constructs the JAX translation lacks."""
     problems = []
     if model.getNumEvents():
         ids = [model.getEvent(i).getId() for i in range(model.getNumEvents())]
@@ -519,7 +520,7 @@ def _reject_unsupported(model: libsbml.Model, where: str) -> None:
     if model.isSetConversionFactor():
         problems.append("a model conversion factor")
     if problems:
-        raise NotImplementedError(
+        raise UnsupportedModelError(
             f"{where}: cartwin's SBML import does not support {'; '.join(problems)}"
         )
 
@@ -668,7 +669,7 @@ class _Reader:
                 "cannot be a coupling input"
             )
         if not self._is_constant(math_node):
-            raise NotImplementedError(
+            raise UnsupportedModelError(
                 f"{self.where}: the initial assignment to {target!r} depends on "
                 "species or time, which cartwin's SBML import does not support"
             )
@@ -955,7 +956,7 @@ def load_sbml(
     ModelSpecificationError
         When the file cannot be read, math refers to unknown symbols, rules
         form a cycle, or a mapping names an unknown id.
-    NotImplementedError
+    UnsupportedModelError
         For SBML constructs the translation does not support (see module).
     """
     path = Path(path)

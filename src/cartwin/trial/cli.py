@@ -275,15 +275,16 @@ def _validation_table(rows: list[dict[str, Any]]) -> Table:
             published,
             simulated,
             "yes" if row.get("within") else "no",
-            _calibration_mark(str(row.get("note", ""))),
+            _calibration_mark(row),
         )
     return table
 
 
-def _calibration_mark(note: str) -> str:
-    # the same rule as the HTML report: agreement that is not a validation
-    if "by construction" in note:
-        return "yes (link fitted to it)"
-    if "calibration target" in note:
-        return "yes (target)"
-    return ""
+def _calibration_mark(row: dict[str, Any]) -> str:
+    # the rule of the HTML report: agreement that is not a validation
+    from cartwin.trial.validation import is_calibration
+
+    if not is_calibration(row):
+        return ""
+    fitted = "by construction" in str(row.get("note", ""))
+    return "yes (link fitted to it)" if fitted else "yes (target)"

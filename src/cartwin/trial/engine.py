@@ -234,11 +234,6 @@ def _phis(z: Any) -> tuple[Any, Any, Any]:
     return out[0], out[1], out[2]
 
 
-def _phi(z: Any, k: int) -> Any:
-    """phi_k(z) for k = 1, 2, 3 (see :func:`_phis`)."""
-    return _phis(z)[k - 1]
-
-
 def _stiff_states(graph: ModelGraph) -> np.ndarray:
     # indices of the states whose model declares linear decay rates
     index = [

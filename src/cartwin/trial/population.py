@@ -80,7 +80,6 @@ References
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -400,16 +399,6 @@ def check_calibration(result: dict[str, Any], tolerance: float = 0.03) -> None:
             f"with effective sample size {ess:.0f}; the targets are too far "
             "from the model's prior predictive to trust a re-weighting"
         )
-
-
-def log_normal_quantiles(values: np.ndarray) -> dict[str, float]:
-    """Median and 5-95 % range of a positive quantity (for summaries)."""
-    finite = np.asarray(values, float)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        return {"median": math.nan, "p05": math.nan, "p95": math.nan}
-    q = np.quantile(finite, [0.5, 0.05, 0.95])
-    return {"median": float(q[0]), "p05": float(q[1]), "p95": float(q[2])}
 
 
 def calibrate_marrow(graph: ModelGraph, cohort: Cohort) -> dict[str, Any]:

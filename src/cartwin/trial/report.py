@@ -50,6 +50,7 @@ from cartwin.trial._report_figures import (
     plot_km,
     plot_validation,
 )
+from cartwin.trial.validation import is_calibration
 
 logger = logging.getLogger(__name__)
 
@@ -622,22 +623,11 @@ def _comparison_row(item: dict) -> dict[str, str]:
 
 
 # -- validation -----------------------------------------------------------------------
-#: Note texts of validation rows whose agreement is not independent evidence
-#: (the rule of :func:`cartwin.trial.validation.summary_counts`).
-CALIBRATION_MARKERS = ("calibration target", "by construction")
 #: Names of validation endpoints that are not trial endpoints.
 VALIDATION_LABELS = {
     "pfs_median_days": "Median PFS (days)",
     "pfs_at_median": "Progression-free at 6 months (published median 5.9 mo)",
 }
-
-
-def _is_calibration(row: Mapping) -> bool:
-    """Whether a validation row was a calibration target (flag or note says so)."""
-    if row.get("calibration") or row.get("calibrated"):
-        return True
-    note = str(row.get("note") or "").lower()
-    return any(marker in note for marker in CALIBRATION_MARKERS)
 
 
 def _validation_label(endpoint: Any) -> str:
@@ -655,7 +645,7 @@ def _validation(data: _TrialData) -> dict[str, Any]:
     alt = (f"Simulated against published proportions for {len(shown)} endpoints of "
            f"{', '.join(cohorts)}, with intervals; calibration targets marked.")
     plot = plot_validation(shown, [_validation_label(r.get("endpoint")) for r in shown],
-                           [_is_calibration(r) for r in shown],
+                           [is_calibration(r) for r in shown],
                            alt=alt) if shown else None
     return {"rows": rows, "cohorts": ", ".join(cohorts),
             "calibrated": any(r["calibration"] for r in rows), "plot": plot}
@@ -670,7 +660,7 @@ def _validation_row(row: dict) -> dict[str, Any]:
         "source": str(row.get("source") or ""),
         "published": show(row, "published"), "simulated": show(row, "simulated"),
         "within": "–" if within is None else ("yes" if within else "no"),
-        "calibration": _is_calibration(row), "note": str(row.get("note") or ""),
+        "calibration": is_calibration(row), "note": str(row.get("note") or ""),
     }
 
 

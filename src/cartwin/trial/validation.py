@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 from scipy import stats
 
 from cartwin.errors import TrialConfigError
@@ -208,13 +207,15 @@ def _pfs_row(published, result, notes) -> dict[str, Any] | None:
     }
 
 
-def summary_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
-    """How many compared endpoints agree, and how many of those are independent."""
-    independent = [r for r in rows if "by construction" not in r["note"]
-                   and "calibration target" not in r["note"]]
-    return {
-        "compared": len(rows),
-        "within": int(np.sum([r["within"] for r in rows])),
-        "independent": len(independent),
-        "independent_within": int(np.sum([r["within"] for r in independent])),
-    }
+#: Note texts of validation rows whose agreement is not independent
+#: evidence: the published rate was a calibration target, or a link was
+#: fitted to it.
+CALIBRATION_MARKERS = ("calibration target", "by construction")
+
+
+def is_calibration(row: dict[str, Any]) -> bool:
+    """Whether a validation row's agreement comes from calibration (flag or note)."""
+    if row.get("calibration") or row.get("calibrated"):
+        return True
+    note = str(row.get("note") or "").lower()
+    return any(marker in note for marker in CALIBRATION_MARKERS)
